@@ -16,7 +16,7 @@ def main(path: str) -> None:
     images = [i for i in items if i["kind"] == "image"]
     texts = [i for i in items if i["kind"] == "text"]
     sims = vectors[[t["row"] for t in texts]] @ vectors[[i["row"] for i in images]].T
-    for t, row in zip(texts, sims):
+    for t, row in zip(texts, sims, strict=True):
         order = np.argsort(-row)
         ranked = ", ".join(f"{Path(images[j]['source']).name} {row[j]:+.3f}" for j in order)
         print(f"{t['source']!r}: {ranked}")
