@@ -25,6 +25,7 @@ __all__ = [
     "InputError",
     "UnknownModelError",
     "UnsafeCheckpointError",
+    "short_message",
 ]
 
 
@@ -74,3 +75,9 @@ class BackendUnavailableError(CrossmodalError, ImportError):
         self.backend = backend
         self.extra = extra
         self.missing = missing
+
+
+def short_message(exc: BaseException, limit: int = 400) -> str:
+    """An exception's message cut to ``limit`` characters (key lists can run to pages)."""
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + " ..."

@@ -29,9 +29,9 @@ import torch
 from PIL import Image
 
 from crossmodal.encoders.base import FloatArray
-from crossmodal.encoders.runtime import resolve_device, resolve_dtype
+from crossmodal.encoders.runtime import resolve_device, resolve_dtype, unit_rows
 from crossmodal.encoders.spec import ModelSpec
-from crossmodal.errors import BackendUnavailableError, CheckpointError, ConfigError
+from crossmodal.errors import BackendUnavailableError, CheckpointError, ConfigError, short_message
 from crossmodal.text.base import TokenBatch
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ class HfEncoder:
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, self.dtype)
         with torch.inference_mode():
             out = self._towers.get_image_features(pixel_values=x)
-        return _unit(_features(out))
+        return unit_rows(_features(out))
 
     def encode_tokens(self, tokens: TokenBatch) -> FloatArray:
         """A token batch → ``(B, D)`` unit float32."""
@@ -218,7 +218,7 @@ class HfEncoder:
             mask = torch.from_numpy(np.ascontiguousarray(tokens.attention_mask)).to(self.device)
         with torch.inference_mode():
             out = self._towers.get_text_features(input_ids=ids, attention_mask=mask)
-        return _unit(_features(out))
+        return unit_rows(_features(out))
 
     def __repr__(self) -> str:
         """Short description with the spec, dimension, device and dtype."""
@@ -242,18 +242,6 @@ def _features(out: Any) -> torch.Tensor:
     if isinstance(out, tuple) and len(out) > 1 and isinstance(out[1], torch.Tensor):
         return out[1]
     raise TypeError(f"unexpected output of get_*_features: {type(out).__name__}")
-
-
-def _short(exc: BaseException, limit: int = 400) -> str:
-    """An exception's message cut to ``limit`` characters (key lists can run to pages)."""
-    text = str(exc)
-    return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def _unit(h: torch.Tensor) -> FloatArray:
-    """Rows cast to float32, then scaled to unit length (so bf16 rounding leaves |h| = 1)."""
-    out: FloatArray = torch.nn.functional.normalize(h.float(), dim=-1).cpu().numpy()
-    return out
 
 
 def _import_transformers() -> ModuleType:
@@ -319,11 +307,11 @@ def load_hf(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> H
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
     except OSError as exc:
         raise CheckpointError(
-            f"{source}: cannot read a Hugging Face config ({_short(exc)})"
+            f"{source}: cannot read a Hugging Face config ({short_message(exc)})"
         ) from exc
     except (ValueError, KeyError) as exc:  # a model_type this transformers does not know
         raise ConfigError(
-            f"{source}: unrecognised Hugging Face config ({_short(exc)}); "
+            f"{source}: unrecognised Hugging Face config ({short_message(exc)}); "
             f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
         ) from exc
     model_type = str(getattr(config, "model_type", ""))
@@ -341,7 +329,7 @@ def load_hf(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> H
         )
     except (OSError, ValueError) as exc:
         raise CheckpointError(
-            f"{source}: cannot load the {model_type} model ({_short(exc)})"
+            f"{source}: cannot load the {model_type} model ({short_message(exc)})"
         ) from exc
     model = model.to(torch_device).eval()
     tokenizer = HfTokenizer(hf_tokenizer, family.context_length(config))

@@ -11,7 +11,7 @@ import torch
 
 from crossmodal.data.images import ImagePreprocess, PreprocessConfig
 from crossmodal.encoders.base import FloatArray
-from crossmodal.encoders.runtime import resolve_device, resolve_dtype
+from crossmodal.encoders.runtime import resolve_device, resolve_dtype, unit_rows
 from crossmodal.encoders.spec import ModelSpec
 from crossmodal.errors import CheckpointError, ConfigError
 from crossmodal.models.clip import CLIP
@@ -63,21 +63,15 @@ class NativeEncoder:
         """(B, 3, S, S) → (B, D) unit float32."""
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, self.dtype)
         with torch.inference_mode():
-            h_i = self.model.encode_image(x, normalize=False).float()
-        return _unit(h_i)
+            h_i = self.model.encode_image(x, normalize=False)
+        return unit_rows(h_i)
 
     def encode_tokens(self, tokens: TokenBatch) -> FloatArray:
         """Token ids → (B, D) unit float32."""
         ids = torch.from_numpy(tokens.ids).to(self.device)
         with torch.inference_mode():
-            h_t = self.model.encode_text(ids, normalize=False).float()
-        return _unit(h_t)
-
-
-def _unit(h: torch.Tensor) -> FloatArray:
-    # Normalise in fp32 after the cast so bf16 rounding does not leave |h| != 1.
-    out: FloatArray = torch.nn.functional.normalize(h, dim=-1).cpu().numpy()
-    return out
+            h_t = self.model.encode_text(ids, normalize=False)
+        return unit_rows(h_t)
 
 
 def resolve_weights(weights: str) -> Path:

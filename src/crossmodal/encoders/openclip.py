@@ -22,13 +22,14 @@ import torch
 from PIL import Image
 
 from crossmodal.encoders.base import FloatArray
-from crossmodal.encoders.runtime import resolve_device, resolve_dtype
+from crossmodal.encoders.runtime import resolve_device, resolve_dtype, unit_rows
 from crossmodal.encoders.spec import ModelSpec
 from crossmodal.errors import (
     BackendUnavailableError,
     CheckpointError,
     ConfigError,
     UnknownModelError,
+    short_message,
 )
 from crossmodal.text.base import TokenBatch
 
@@ -176,14 +177,14 @@ class OpenClipEncoder:
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, self.dtype)
         with torch.inference_mode():
             h = self._towers.encode_image(x, normalize=False)
-        return _unit(h)
+        return unit_rows(h)
 
     def encode_tokens(self, tokens: TokenBatch) -> FloatArray:
         """A token batch → ``(B, D)`` unit float32."""
         ids = torch.from_numpy(np.ascontiguousarray(tokens.ids)).to(self.device)
         with torch.inference_mode():
             h = self._towers.encode_text(ids, normalize=False)
-        return _unit(h)
+        return unit_rows(h)
 
     def __repr__(self) -> str:
         """Short description with the spec, dimension, device and dtype."""
@@ -191,18 +192,6 @@ class OpenClipEncoder:
             f"{type(self).__name__}({self.spec!r}, dim={self.dim}, device={self.device}, "
             f"dtype={self.dtype})"
         )
-
-
-def _short(exc: BaseException, limit: int = 400) -> str:
-    """An exception's message cut to ``limit`` characters (key lists can run to pages)."""
-    text = str(exc)
-    return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def _unit(h: torch.Tensor) -> FloatArray:
-    """Rows cast to float32, then scaled to unit length (so bf16 rounding leaves |h| = 1)."""
-    out: FloatArray = torch.nn.functional.normalize(h.float(), dim=-1).cpu().numpy()
-    return out
 
 
 def _import_open_clip() -> ModuleType:
@@ -322,14 +311,15 @@ def load_openclip(
     except (RuntimeError, ValueError, OSError, KeyError) as exc:
         where = pretrained or name
         raise CheckpointError(
-            f"{where}: OpenCLIP could not build {name!r} with these weights ({_short(exc)}); "
+            f"{where}: OpenCLIP could not build {name!r} with these weights "
+            f"({short_message(exc)}); "
             "when offline, name a local file with '@path'"
         ) from exc
     try:
         tokenizer = OpenClipTokenizer(open_clip.get_tokenizer(name))
     except (RuntimeError, ValueError, OSError) as exc:
         raise ConfigError(
-            f"OpenCLIP could not build the tokenizer of {name!r}: {_short(exc)}"
+            f"OpenCLIP could not build the tokenizer of {name!r}: {short_message(exc)}"
         ) from exc
     preprocess = OpenClipPreprocess(preprocess_val, _image_size(model))
     return OpenClipEncoder(model, preprocess, tokenizer, str(spec), torch_device, dtype)

@@ -6,6 +6,8 @@ import functools
 import logging
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from crossmodal.errors import ConfigError
@@ -56,3 +58,12 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def unit_rows(h: torch.Tensor) -> npt.NDArray[np.float32]:
+    """Rows cast to float32, then scaled to unit length, as numpy (B, D).
+
+    Normalising after the cast keeps |h| = 1 exactly even when the model ran in bf16.
+    """
+    out: npt.NDArray[np.float32] = torch.nn.functional.normalize(h.float(), dim=-1).cpu().numpy()
+    return out

@@ -1,0 +1,106 @@
+"""What an evaluation run produces: typed results that serialise to ``results.json``.
+
+Keys follow CLIP_benchmark where it has one (``acc1``, ``acc5``, ``mean_per_class_recall``,
+``image_retrieval_recall@k``, ``text_retrieval_recall@k``); the rest are ours (precision,
+recall and F1 per class and averaged, ranks, mAP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from crossmodal.eval.metrics import ClassificationReport, RetrievalReport
+
+IntArray = npt.NDArray[np.int64]
+Direction = Literal["text_to_image", "image_to_text"]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input left out of an evaluation, and why."""
+
+    source: str  # file path, shard member or manifest row ("manifest.csv:12")
+    reason: str  # the error message
+
+
+@dataclass(frozen=True, eq=False)
+class ZeroShotResult:
+    """Zero-shot classification of a labelled dataset."""
+
+    model: str  # model spec
+    dataset: str  # dataset path or name
+    language: str  # template language: "en" or "zh"
+    templates: tuple[str, ...]  # prompt templates averaged into each class embedding
+    report: ClassificationReport  # all classification metrics (class names inside)
+    top_k: dict[int, float]  # top-k accuracy for k in (1, 5) (k capped at the class count)
+    y_true: IntArray  # (N,) true class index per evaluated sample
+    y_pred: IntArray  # (N,) predicted class index per evaluated sample
+    images: tuple[str, ...]  # (N,) image source per evaluated sample, for thumbnails
+    skipped: tuple[Skipped, ...] = ()  # inputs that could not be used
+    seconds: float = 0.0  # wall time of the run
+
+    def to_dict(self) -> dict[str, Any]:
+        """``results.json`` content: CLIP_benchmark's keys, then ours."""
+        metrics: dict[str, Any] = {
+            "acc1": self.top_k.get(1, self.report.accuracy),
+            "acc5": self.top_k.get(5),
+            "mean_per_class_recall": self.report.balanced_accuracy,
+        }
+        metrics.update(self.report.to_dict())
+        return {
+            "task": "zeroshot_classification",
+            "model": self.model,
+            "dataset": self.dataset,
+            "language": self.language,
+            "templates": list(self.templates),
+            "n_samples": int(len(self.y_true)),
+            "n_skipped": len(self.skipped),
+            "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
+            "seconds": round(self.seconds, 3),
+            "metrics": metrics,
+        }
+
+
+@dataclass(frozen=True)
+class RetrievalExample:
+    """One query as the report shows it: its rank and what came back instead."""
+
+    direction: Direction  # which way the query went
+    query: str  # the text (text→image) or the image source (image→text)
+    rank: int  # 1-based rank of its best positive
+    positives: tuple[str, ...]  # the items that should have come first
+    retrieved: tuple[str, ...]  # the top items returned, best first
+
+
+@dataclass(frozen=True, eq=False)
+class RetrievalResult:
+    """Text↔image retrieval over a captioned dataset."""
+
+    model: str  # model spec
+    dataset: str  # dataset path or name
+    report: RetrievalReport  # ranks, recall@k and mAP in both directions
+    n_texts: int  # captions evaluated
+    n_images: int  # images evaluated
+    worst: tuple[RetrievalExample, ...] = ()  # worst-ranked queries, for the report
+    skipped: tuple[Skipped, ...] = ()  # inputs that could not be used
+    seconds: float = 0.0  # wall time of the run
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"language": "zh"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """``results.json`` content: CLIP_benchmark's keys, then ours."""
+        return {
+            "task": "zeroshot_retrieval",
+            "model": self.model,
+            "dataset": self.dataset,
+            "n_texts": self.n_texts,
+            "n_images": self.n_images,
+            "n_skipped": len(self.skipped),
+            "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
+            "seconds": round(self.seconds, 3),
+            **self.extra,
+            "metrics": self.report.to_dict(),
+        }
