@@ -21,9 +21,9 @@ EXIT_USAGE = 2  # bad command-line usage (argparse's own code)
 
 
 def _commands() -> list[ModuleType]:
-    from crossmodal.cli import embed, export_onnx, models
+    from crossmodal.cli import data, embed, eval, export_onnx, models
 
-    return [models, embed, export_onnx]
+    return [models, embed, data, export_onnx, eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ optional dependency (``pip install 'crossmodal[report]'``), imported on first us
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +31,11 @@ __all__ = [
 ]
 
 MAX_CONFUSION_CLASSES = 50  # above this many classes the heat map shows the most confused ones
-MAX_F1_BARS = 60  # above this many classes the F1 chart shows the lowest-scoring ones
+MAX_F1_BARS = 50  # above this many classes the F1 chart shows the lowest-scoring ones
 MAX_RECALL_K = 100  # the Recall@K curve runs k = 1..min(MAX_RECALL_K, gallery size)
+Direction = Literal["text_to_image", "image_to_text"]
 _DPI = 100  # pixels per inch of the PNGs
+_MAX_WIDTH = 11.0  # inches: about the width of the report's plot column at _DPI
 _ANNOTATE_UP_TO = 20  # confusion cells carry their value as text up to this many classes
 _DIRECTION_STYLE = {
     "text_to_image": ("text → image", "#1f77b4", "o"),
@@ -83,7 +85,7 @@ def most_confused_classes(confusion: npt.ArrayLike, n: int) -> npt.NDArray[np.in
 def confusion_matrix_png(
     report: ClassificationReport, max_classes: int = MAX_CONFUSION_CLASSES
 ) -> bytes:
-    """A heat map of the row-normalised confusion matrix (each row sums to 1).
+    """A heat map of the row-normalised confusion matrix, in percent of each true class.
 
     Rows are true classes, columns predicted classes, both labelled with the class names. With
     more than ``max_classes`` classes only the ``max_classes`` most confused ones are drawn
@@ -101,14 +103,15 @@ def confusion_matrix_png(
         title = f"Confusion matrix: the {max_classes} most confused of {n_classes} classes"
     totals = cm.sum(axis=1, keepdims=True)
     normalised = np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
-    view = normalised[np.ix_(shown, shown)]  # (n, n)
-    names = [report.class_names[i] for i in shown]
+    view = 100.0 * normalised[np.ix_(shown, shown)]  # (n, n) percent of each true class
+    names = [_short(report.class_names[i]) for i in shown]
     n = len(shown)
-    side = float(np.clip(2.5 + 0.24 * n, 5.0, 14.0))
-    font = float(np.clip(11.0 - n / 6.0, 5.5, 10.0))
-    fig = _new_figure(side + 1.2, side)
+    # At most _MAX_WIDTH inches, so the page shows it unscaled and 50 labels stay legible.
+    side = float(np.clip(3.5 + 0.15 * n, 6.5, _MAX_WIDTH - 1.5))
+    font = float(np.clip(12.0 - n / 6.0, 8.0, 10.0))
+    fig = _new_figure(side + 1.5, side)
     ax = fig.add_subplot()
-    image = ax.imshow(view, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    image = ax.imshow(view, cmap="Blues", vmin=0.0, vmax=100.0, interpolation="nearest")
     ticks = np.arange(n)
     ax.set_xticks(ticks, labels=names, rotation=90, fontsize=font)
     ax.set_yticks(ticks, labels=names, fontsize=font)
@@ -116,21 +119,26 @@ def confusion_matrix_png(
     ax.set_ylabel("true class")
     ax.set_title(title)
     if n <= _ANNOTATE_UP_TO:
-        _annotate_cells(ax, view, font)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+        _annotate_cells(ax, view, font - 1.0)
+    fig.colorbar(image, ax=ax, shrink=0.6, label="% of the true class")
     return _png(fig)
 
 
+def _short(name: str, limit: int = 28) -> str:
+    """``name`` cut to ``limit`` characters, with an ellipsis when cut (axis labels)."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 def _annotate_cells(ax: Any, view: npt.NDArray[np.float64], font: float) -> None:
-    """Write each non-zero cell's value on it, white on dark cells."""
+    """Write each non-zero cell's percentage on it, white on dark cells."""
     for row, col in zip(*np.nonzero(view), strict=True):
         value = float(view[row, col])
-        colour = "white" if value > 0.55 else "#222222"
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=font, color=colour)
+        colour = "white" if value > 55.0 else "#222222"
+        ax.text(col, row, f"{value:.0f}", ha="center", va="center", fontsize=font, color=colour)
 
 
 def per_class_f1_png(report: ClassificationReport, max_bars: int = MAX_F1_BARS) -> bytes:
-    """Horizontal bars of per-class F1, best at the top, with the macro F1 as a dashed line.
+    """Horizontal bars of per-class F1, worst at the top, with the macro F1 as a dashed line.
 
     With more than ``max_bars`` classes only the ``max_bars`` lowest-scoring ones are drawn.
 
@@ -138,22 +146,26 @@ def per_class_f1_png(report: ClassificationReport, max_bars: int = MAX_F1_BARS) 
         BackendUnavailableError: matplotlib is not installed.
     """
     f1 = np.asarray(report.f1, dtype=np.float64)
-    order = np.argsort(f1, kind="stable")  # worst first
+    order = np.argsort(f1, kind="stable")  # worst first (ties: lower class index first)
     title = "Per-class F1"
     if order.size > max_bars:
         order = order[:max_bars]
         title = f"Per-class F1: the {max_bars} lowest of {f1.size} classes"
-    order = order[::-1]  # barh draws bottom-up: worst at the bottom, best at the top
+    order = order[::-1]  # barh draws bottom-up: best at the bottom, worst at the top
     n = order.size
-    font = float(np.clip(11.0 - n / 8.0, 6.0, 10.0))
-    fig = _new_figure(8.0, float(np.clip(1.2 + 0.24 * n, 3.0, 16.0)))
+    font = float(np.clip(12.0 - n / 8.0, 8.0, 10.0))
+    fig = _new_figure(9.0, float(np.clip(1.2 + 0.24 * n, 3.0, 13.5)))
     ax = fig.add_subplot()
     y = np.arange(n)
     values = f1[order]
     ax.barh(y, values, color=[_f1_colour(v) for v in values], height=0.75)
-    ax.set_yticks(y, labels=[report.class_names[i] for i in order], fontsize=font)
-    for yi, value in zip(y, values, strict=True):
-        ax.text(min(value + 0.01, 0.93), yi, f"{value:.2f}", va="center", fontsize=font)
+    ax.set_yticks(y, labels=[_short(report.class_names[i]) for i in order], fontsize=font)
+    for yi, value in enumerate(values):
+        inside = value >= 0.15  # inside the bar's end when it fits, else just after it
+        x, align, colour = (
+            (value - 0.01, "right", "white") if inside else (value + 0.01, "left", "black")
+        )
+        ax.text(x, yi, f"{value:.2f}", va="center", ha=align, fontsize=font, color=colour)
     ax.axvline(report.macro_f1, color="#444444", linestyle="--", linewidth=1)
     ax.text(report.macro_f1, n - 0.4, f" macro F1 {report.macro_f1:.2f}", fontsize=8)
     ax.set_xlim(0.0, 1.0)
@@ -176,6 +188,8 @@ def recall_curve_png(
 ) -> bytes:
     """Recall@K for k = 1..min(max_k, gallery size), both directions, marked at ``report.ks``.
 
+    The legend gives each direction's Recall@k at the marked ks.
+
     Text → image queries search ``n_images`` images, image → text queries ``n_texts`` texts, so
     each curve stops at its own gallery size (or ``max_k``). The x axis is logarithmic once it
     spans 20 or more values of k.
@@ -191,28 +205,35 @@ def recall_curve_png(
     fig = _new_figure(8.0, 4.8)
     ax = fig.add_subplot()
     widest = 1
-    for direction, gallery in (("text_to_image", n_images), ("image_to_text", n_texts)):
+    galleries: tuple[tuple[Direction, int], ...] = (
+        ("text_to_image", n_images),
+        ("image_to_text", n_texts),
+    )
+    for direction, gallery in galleries:
         label, colour, marker = _DIRECTION_STYLE[direction]
         top = min(max_k, gallery)
         widest = max(widest, top)
-        curve = report.recall_curve(direction, top)  # type: ignore[arg-type]
+        curve = report.recall_curve(direction, top)
         ks = np.arange(1, top + 1)
-        ax.plot(ks, curve, color=colour, linewidth=2, label=label)
         marked = [k for k in report.ks if k <= top]
         values = [float(curve[k - 1]) for k in marked]
-        ax.plot(marked, values, linestyle="none", marker=marker, color=colour, markersize=7)
-        for k, value in zip(marked, values, strict=True):
-            ax.annotate(
-                f"R@{k} {value:.2f}",
-                (k, value),
-                textcoords="offset points",
-                xytext=(6, -12 if direction == "image_to_text" else 6),
-                fontsize=8,
-                color=colour,
-            )
+        # The values at the marked ks go in the legend: labels on the curves would collide.
+        at_ks = ", ".join(f"R@{k} {v:.2f}" for k, v in zip(marked, values, strict=True))
+        ax.plot(ks, curve, color=colour, linewidth=2, label=f"{label} ({at_ks})")
+        ax.plot(
+            marked,
+            values,
+            linestyle="none",
+            marker=marker,
+            color=colour,
+            markersize=7,
+            clip_on=False,
+        )
     if widest >= 20:
         ax.set_xscale("log")
-    ax.set_xlim(1, widest)
+        ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= widest]
+        ax.set_xticks(ticks, labels=[str(t) for t in ticks])
+    ax.set_xlim(*((1, widest) if widest > 1 else (0.5, 1.5)))
     ax.set_ylim(0.0, 1.05)
     ax.set_xlabel("k")
     ax.set_ylabel("Recall@k")

@@ -15,7 +15,7 @@ import base64
 import io
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from html import escape
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from crossmodal.data.images import load_image
-from crossmodal.errors import CrossmodalError, InputError
+from crossmodal.errors import CrossmodalError, InputError, short_message
 from crossmodal.eval import plots
 from crossmodal.eval.results import RetrievalExample, RetrievalResult, Skipped, ZeroShotResult
 
@@ -35,29 +35,34 @@ THUMBNAIL_SIZE = 96  # longest side of a thumbnail, in pixels
 MAX_MISCLASSIFIED = 48  # misclassified images shown for zero-shot
 MAX_SKIPPED_LISTED = 500  # skipped inputs listed in the page (results.json has them all)
 TOP_RETRIEVED = 5  # retrieved items shown per worst query
-_CLIP_BENCHMARK_KEYS = ("acc1", "acc5", "mean_per_class_recall")  # zero-shot keys shared
+_CLIP_BENCHMARK_KEYS = {
+    "acc1": "top-1 accuracy",
+    "acc5": "top-5 accuracy",
+    "mean_per_class_recall": "mean per-class recall",
+}  # zero-shot keys shared with CLIP_benchmark → description
 _DIRECTION_NAMES = {"text_to_image": "text → image", "image_to_text": "image → text"}
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;
 background:#f3f5f8;margin:0}
 main{max-width:1150px;margin:0 auto;padding:24px}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:0 0 12px}h3{font-size:15px;margin:16px 0 8px}
-section{background:#fff;border:1px solid #dde2ea;border-radius:8px;padding:16px 20px;margin:0 0 18px}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:0 0 12px}
+section{background:#fff;border:1px solid #dde2ea;border-radius:8px;padding:16px 20px;
+margin:0 0 18px}
 dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:12px 0}
 dl.meta dt{color:#5b6475}dl.meta dd{margin:0;overflow-wrap:anywhere}
-table{border-collapse:collapse;width:100%}
+table{border-collapse:collapse;width:100%}table.metrics{width:auto;min-width:60%}
 th,td{text-align:left;padding:5px 10px;border-bottom:1px solid #e8ebf0;vertical-align:top}
 th{background:#f7f8fa;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.group td{background:#eef2f8;font-weight:600;color:#34405a}
 code{font:12px ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere}
 details summary{cursor:pointer;color:#2a5db0}details ul{max-height:320px;overflow:auto}
 figure{margin:0 0 16px;text-align:center}figure img{max-width:100%;height:auto}
-.thumb{width:96px;height:96px;object-fit:contain;background:#eef0f3;border:3px solid #fff;
+.thumb{width:96px;height:96px;object-fit:contain;background:#fff;border:3px solid #fff;
 border-radius:4px;display:inline-block;vertical-align:top}
-.thumb.gold{border-color:#2e9e4f}
+.thumb.gold,div.thumb.missing.gold{border-color:#2e9e4f}
 div.thumb.missing{box-sizing:border-box;color:#8a93a3;font-size:11px;text-align:center;
-padding-top:36px;border:2px dashed #c9ced8}
+padding-top:36px;border:2px dashed #c9ced8;background:#f5f6f8}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(116px,1fr));gap:10px}
 .card{font-size:12px;text-align:center;overflow-wrap:anywhere}
 .true{color:#2e7d32}.pred{color:#c62828}.muted{color:#6b7385}
@@ -96,15 +101,20 @@ def write_report(result: ZeroShotResult | RetrievalResult, out_dir: str | os.Pat
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    The temporary file is created with mode 0o666 less the umask, as ``open`` would, so the
+    result has the usual permissions (``tempfile.mkstemp`` would make it owner-only).
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc})") from exc
@@ -136,7 +146,10 @@ def render_report(result: ZeroShotResult | RetrievalResult) -> str:
         f"<title>{escape(title)}: {escape(result.model)}</title><style>{_CSS}</style>"
     )
     header = _header(title, result)
-    return f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head><body><main>{header}{body}</main></body></html>\n'
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head>'
+        f"<body><main>{header}{body}</main></body></html>\n"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +181,7 @@ class _Thumbnails:
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=80)
         except (CrossmodalError, OSError, ValueError) as exc:
-            return None, str(exc)
+            return None, short_message(exc, 300)
         return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode(), ""
 
 
@@ -176,10 +189,9 @@ def _section(title: str, content: str) -> str:
     return f"<section><h2>{escape(title)}</h2>{content}</section>"
 
 
-def _figure(png: bytes, caption: str) -> str:
+def _figure(png: bytes, alt: str) -> str:
     uri = "data:image/png;base64," + base64.b64encode(png).decode()
-    alt = escape(caption)
-    return f'<figure><img src="{uri}" alt="{alt}"><figcaption class="muted">{alt}</figcaption></figure>'
+    return f'<figure><img src="{uri}" alt="{escape(alt)}"></figure>'
 
 
 def _format(key: str, value: Any) -> str:
@@ -192,7 +204,9 @@ def _format(key: str, value: Any) -> str:
 
 def _metrics_table(groups: Sequence[tuple[str, Iterable[tuple[str, str, Any]]]]) -> str:
     """A table of ``(results.json key, description, value)`` rows under group headings."""
-    rows = ["<table><tr><th>key in results.json</th><th>metric</th><th>value</th></tr>"]
+    rows = [
+        '<table class="metrics"><tr><th>key in results.json</th><th>metric</th><th>value</th></tr>'
+    ]
     for heading, entries in groups:
         rows.append(f'<tr class="group"><td colspan="3">{escape(heading)}</td></tr>')
         rows.extend(
@@ -207,18 +221,23 @@ def _header(title: str, result: ZeroShotResult | RetrievalResult) -> str:
     if isinstance(result, ZeroShotResult):
         size = f"{len(result.y_true)} images, {len(result.report.class_names)} classes"
         language = result.language
+        first = f" (first: {result.templates[0]})" if result.templates else ""
+        templates = f"{len(result.templates)}{first}"
     else:
         size = f"{result.n_images} images, {result.n_texts} texts"
-        language = str(result.extra.get("language", "–"))
+        language = str(result.extra.get("language", ""))
+        templates = ""
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     fields = [
         ("model", result.model),
         ("dataset", result.dataset),
         ("evaluated", size),
         ("language", language),
+        ("prompt templates", templates),
         ("run time", f"{result.seconds:.1f} s"),
         ("generated", generated),
     ]
+    fields = [(name, value) for name, value in fields if value]
     meta = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in fields)
     return (
         f'<section><h1>{escape(title)}</h1><dl class="meta">{meta}</dl>'
@@ -252,22 +271,15 @@ def _zeroshot_body(result: ZeroShotResult, thumbs: _Thumbnails) -> str:
         ("accuracy", "top-1 accuracy", metrics["accuracy"]),
         ("balanced_accuracy", "mean recall over classes present", metrics["balanced_accuracy"]),
     ]
-    ours += [(f"top_k.{k}", f"top-{k} accuracy", v) for k, v in sorted(result.top_k.items())]
     for kind in ("macro", "micro", "weighted"):
         ours += [
-            (f"{kind}.{m}", f"{kind} {m}", metrics[kind][m]) for m in ("precision", "recall", "f1")
+            (f"{kind}.{m}", f"{kind}-averaged {m}", metrics[kind][m])
+            for m in ("precision", "recall", "f1")
         ]
-    names = {
-        "acc1": "top-1 accuracy",
-        "acc5": "top-5 accuracy",
-        "mean_per_class_recall": "mean per-class recall",
-    }
-    shared = [(k, names[k], metrics[k]) for k in _CLIP_BENCHMARK_KEYS]
+    shared = [(k, text, metrics[k]) for k, text in _CLIP_BENCHMARK_KEYS.items()]
     table = _metrics_table([("CLIP_benchmark", shared), ("crossmodal", ours)])
-    report = result.report
-    plot_html = _figure(plots.confusion_matrix_png(report), "Confusion matrix") + _figure(
-        plots.per_class_f1_png(report), "Per-class F1"
-    )
+    confusion = _figure(plots.confusion_matrix_png(result.report), "Confusion matrix")
+    plot_html = confusion + _figure(plots.per_class_f1_png(result.report), "Per-class F1")
     return (
         _section("Metrics", table + _per_class_table(result))
         + _section("Plots", plot_html)

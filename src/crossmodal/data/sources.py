@@ -1,0 +1,132 @@
+"""Datasets for evaluation and training, read lazily: class folders, manifests, WebDataset shards.
+
+Every source yields :class:`Sample` records and keeps a ``skipped`` list of what it left out
+and why. No source decodes pixels: a sample carries a file path or, for a shard member, a
+Pillow image whose header has been read but whose pixels are decoded later by the embedder's
+worker threads, so each image is decoded once, in parallel, and a bad one is recorded by
+whoever decodes it instead of stopping the run.
+
+:func:`open_source` picks the source from the path: a directory is a :class:`FolderSource`,
+a ``.csv`` / ``.tsv`` / ``.jsonl`` file a :class:`ManifestSource`, and a ``.tar`` path, glob
+or brace list (``shards/{000..009}.tar``) a :class:`WebDatasetSource`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from crossmodal.data.files import find_images, is_image_path
+from crossmodal.data.manifests import ManifestSource
+from crossmodal.data.samples import DataSource, PathLike, Sample, Skipped
+from crossmodal.data.shards import WebDatasetSource, _expand_braces, expand_shards
+from crossmodal.errors import ConfigError, InputError
+
+__all__ = [
+    "DataSource",
+    "PathLike",
+    "Skipped",
+    "FolderSource",
+    "ManifestSource",
+    "Sample",
+    "WebDatasetSource",
+    "expand_shards",
+    "open_source",
+]
+
+log = logging.getLogger(__name__)
+
+
+class FolderSource:
+    """``root/<class>/**/<image>``: the label of an image is the name of its class folder.
+
+    Images are found recursively in each class folder, sorted, hidden entries skipped; an image
+    lying directly in ``root`` belongs to no class and is recorded in ``skipped``.
+    """
+
+    def __init__(self, root: PathLike) -> None:
+        """List the class folders and their image files (no image is opened).
+
+        Raises:
+            InputError: ``root`` is not a directory, has no class folders, or no images.
+        """
+        self.root = Path(root)
+        self.name = str(self.root)
+        self.skipped: list[Skipped] = []
+        if not self.root.is_dir():
+            raise InputError(f"{self.root}: not a directory; pass a folder of class sub-folders")
+        entries = sorted(p for p in self.root.iterdir() if not p.name.startswith("."))
+        self._class_names = tuple(p.name for p in entries if p.is_dir())
+        if not self._class_names:
+            raise InputError(
+                f"{self.root}: has no class sub-folders; expected {self.root}/<class>/<image>"
+            )
+        self._items = [
+            (path, label)
+            for label in self._class_names
+            for path in find_images([self.root / label])
+        ]
+        for path in entries:
+            if path.is_file() and is_image_path(path):
+                self.skipped.append(Skipped(str(path), "not inside a class folder"))
+        if not self._items:
+            raise InputError(
+                f"{self.root}: is empty: its {len(self._class_names)} class folders hold no images"
+            )
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The class folder names, sorted (a class folder without images included)."""
+        return self._class_names
+
+    def __len__(self) -> int:
+        """Number of images."""
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Sample]:
+        """Samples class by class, images sorted by path within a class."""
+        for path, label in self._items:
+            yield Sample(image=path, source=str(path), label=label)
+
+
+# ------------------------------------------------------------------------------ manifests
+
+_MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # files opened as a ManifestSource
+
+
+def open_source(path: PathLike, **options: Any) -> DataSource:
+    """The source for ``path``: a folder, a manifest, or WebDataset shards.
+
+    A directory opens as a :class:`FolderSource`; a ``.csv`` / ``.tsv`` / ``.jsonl`` file as a
+    :class:`ManifestSource`; a ``.tar`` path, glob or brace list as a
+    :class:`WebDatasetSource`. ``options`` go to that class.
+
+    Raises:
+        InputError: ``path`` is none of these (the message says what is accepted), or the
+            source itself rejects it.
+        ConfigError: An option that the chosen source does not take.
+    """
+    text = os.fspath(path)
+    kind: type[FolderSource] | type[ManifestSource] | type[WebDatasetSource]
+    if os.path.isdir(text):
+        kind = FolderSource
+    elif Path(text).suffix.lower() in _MANIFEST_SUFFIXES:
+        kind = ManifestSource
+    elif all(p.lower().endswith(".tar") for p in _expand_braces(text)):
+        kind = WebDatasetSource
+    else:
+        missing = "" if os.path.exists(text) else " (no such file or directory)"
+        raise InputError(
+            f"{text}: not a dataset crossmodal can read{missing}; pass a folder of class "
+            "sub-folders, a .csv / .tsv / .jsonl manifest, or WebDataset .tar shards (a path, "
+            "a glob such as 'shards/*.tar' or a brace list such as 'shards/{000..009}.tar')"
+        )
+    try:
+        inspect.signature(kind).bind(text, **options)
+    except TypeError as exc:
+        raise ConfigError(f"{kind.__name__} for {text}: {exc}") from None
+    return kind(text, **options)

@@ -1,0 +1,117 @@
+"""Zero-shot classification: a class embedding per class from prompt templates, as CLIP does.
+
+Each class name is put into every template, the prompts are embedded, the embeddings of one
+class are averaged and re-normalised (Radford et al., 2021, section 3.1.4), and an image's
+score for a class is the cosine similarity of the two unit vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from crossmodal.encoders.base import Encoder, FloatArray, l2_normalize
+from crossmodal.encoders.embedder import Embedder
+from crossmodal.errors import ConfigError, InputError
+
+__all__ = ["TEMPLATES", "build_classifier", "check_templates", "predict"]
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "en": (
+        "a photo of a {}.",
+        "a bad photo of a {}.",
+        "a close-up photo of a {}.",
+        "a cropped photo of the {}.",
+        "a low resolution photo of the {}.",
+        "a drawing of a {}.",
+        "a rendering of a {}.",
+        "a picture of {}.",
+        "an emoji of {}.",
+        "itap of a {}.",
+    ),
+    "zh": (
+        "一张{}的照片。",
+        "{}的图片。",
+        "一个{}的表情符号。",
+        "{}的特写照片。",
+        "一张模糊的{}的照片。",
+        "{}的低分辨率照片。",
+        "一幅{}的画。",
+        "{}的素描。",
+    ),
+}  # language → CLIP ImageNet-style prompt templates; "{}" stands for the class name
+
+
+def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """``templates`` as a tuple, checked: at least one, each with a ``{}`` for the class name.
+
+    Raises:
+        ConfigError: No template, or one that is not a string with a ``{}``.
+    """
+    out = tuple(templates)
+    if not out:
+        raise ConfigError("templates: is empty; pass at least one, e.g. 'a photo of a {}.'")
+    for template in out:
+        if not isinstance(template, str) or "{}" not in template:
+            raise ConfigError(f"template {template!r} has no '{{}}' placeholder for the class name")
+    return out
+
+
+def build_classifier(
+    encoder: Encoder | Embedder, class_names: Sequence[str], templates: Sequence[str]
+) -> FloatArray:
+    """The ``(C, D)`` zero-shot classifier: one unit vector per class.
+
+    Args:
+        encoder: The model, or an :class:`Embedder` around it (its batch size and progress
+            setting are used).
+        class_names: The ``C`` names put into the templates, in class-index order.
+        templates: Prompts with ``{}`` where the class name goes (see :data:`TEMPLATES`).
+
+    Returns:
+        ``(C, D)`` float32: for each class, the mean of its ``T`` prompt embeddings, L2
+        normalised.
+
+    Raises:
+        InputError: No class name, or a class name that is not a non-empty string.
+        ConfigError: Bad templates (see :func:`check_templates`).
+    """
+    embedder = encoder if isinstance(encoder, Embedder) else Embedder(encoder)
+    names = list(class_names)
+    if not names:
+        raise InputError("class_names: is empty; pass at least one class")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"class name {name!r} is not a non-empty string")
+    prompts = check_templates(templates)
+    texts = [template.replace("{}", name) for name in names for template in prompts]
+    text_emb = embedder.embed_texts(texts, desc="class prompts")  # (C * T, D)
+    per_class = text_emb.reshape(len(names), len(prompts), -1)  # (C, T, D)
+    return l2_normalize(per_class.mean(axis=1).astype(np.float32))  # (C, D)
+
+
+def predict(image_emb: npt.ArrayLike, classifier: npt.ArrayLike) -> FloatArray:
+    """Scores ``(N, C)``: the cosine of each image embedding ``(N, D)`` with each class ``(C, D)``.
+
+    Both inputs are expected to be unit vectors (as the embedder and
+    :func:`build_classifier` give); nothing is re-normalised here.
+
+    Raises:
+        InputError: Inputs that are not 2-D or whose dimensions differ.
+    """
+    images = np.asarray(image_emb, dtype=np.float32)
+    classes = np.asarray(classifier, dtype=np.float32)
+    if images.ndim != 2 or classes.ndim != 2:
+        raise InputError(
+            f"expected (N, D) image embeddings and a (C, D) classifier, got shapes "
+            f"{images.shape} and {classes.shape}"
+        )
+    if images.shape[1] != classes.shape[1]:
+        raise InputError(
+            f"image embeddings have dimension {images.shape[1]} but the classifier has "
+            f"{classes.shape[1]}; build both with the same model"
+        )
+    scores: FloatArray = images @ classes.T  # (N, C)
+    return scores
