@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crossmodal.errors import ConfigError
+
 if TYPE_CHECKING:
     from crossmodal.data.sources import DataSource
     from crossmodal.eval.results import RetrievalResult, ZeroShotResult
@@ -54,6 +56,11 @@ def add_parser(sub: Any) -> None:
             action="store_true",
             help="stop at the first bad image or missing file instead of skipping it",
         )
+        for column in ("image", "caption", "label"):
+            t.add_argument(
+                f"--{column}-column",
+                help=f"manifest column holding the {column} (default: found by name)",
+            )
         t.set_defaults(run=run)
 
 
@@ -70,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         on_error="raise" if args.strict else "skip",
     )
-    source = _open_dataset(args.data, args.strict)  # before the model: fail fast on a typo
+    columns = {
+        f"{c}_column": getattr(args, f"{c}_column")
+        for c in ("image", "caption", "label")
+        if getattr(args, f"{c}_column")
+    }
+    source = _open_dataset(args.data, args.strict, columns)  # before the model: fail fast on a typo
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)
     out = args.out if args.out is not None else Path("eval-out") / args.task
     result: ZeroShotResult | RetrievalResult
@@ -85,12 +97,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_dataset(path: str, strict: bool) -> DataSource:
-    """The dataset at ``path``; a manifest row naming a missing image is skipped unless strict."""
+def _open_dataset(path: str, strict: bool, columns: dict[str, str]) -> DataSource:
+    """The dataset at ``path``; a manifest row naming a missing image is skipped unless strict.
+
+    ``columns`` names manifest columns; for any other kind of dataset it is an error.
+    """
     from crossmodal.data.sources import open_source
 
     if Path(path).suffix.lower() in _MANIFEST_SUFFIXES:
-        return open_source(path, on_missing="raise" if strict else "skip")
+        return open_source(path, on_missing="raise" if strict else "skip", **columns)
+    if columns:
+        flags = ", ".join("--" + k.replace("_", "-") for k in columns)
+        raise ConfigError(f"{flags} only apply to a .csv / .tsv / .jsonl manifest, not {path}")
     return open_source(path)
 
 

@@ -43,7 +43,8 @@ _CLIP_BENCHMARK_KEYS = {
 _DIRECTION_NAMES = {"text_to_image": "text → image", "image_to_text": "image → text"}
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans CJK SC",
+"PingFang SC","Microsoft YaHei",sans-serif;color:#1d2330;
 background:#f3f5f8;margin:0}
 main{max-width:1150px;margin:0 auto;padding:24px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:0 0 12px}
