@@ -125,3 +125,62 @@ def test_nothing_to_embed_and_missing_path(tmp_path: Path) -> None:
     assert run.returncode == 1 and "nothing to embed" in run.stderr
     run = crossmodal("embed", str(tmp_path / "nope"), "--out", str(tmp_path / "e.npy"))
     assert run.returncode == 1 and "no such file" in run.stderr
+
+
+def test_eval_reads_named_manifest_columns(gallery: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    rows = [
+        {"path": str(gallery / "a.jpg"), "texts_zh": ["一只猫", "猫"], "kind": "cat"},
+        {"path": str(gallery / "b.png"), "texts_zh": ["一只狗"], "kind": "dog"},
+    ]
+    manifest.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    out = tmp_path / "eval"
+    run = crossmodal(
+        "eval",
+        "retrieval",
+        "--model",
+        TINY,
+        "--data",
+        str(manifest),
+        "--image-column",
+        "path",
+        "--caption-column",
+        "texts_zh",
+        "--language",
+        "zh",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["n_texts"] == 3 and results["n_images"] == 2
+    assert results["language"] == "zh"
+    run = crossmodal(
+        "eval",
+        "zeroshot",
+        "--model",
+        TINY,
+        "--data",
+        str(manifest),
+        "--image-column",
+        "path",
+        "--label-column",
+        "nope",
+        "--out",
+        str(out),
+    )
+    assert run.returncode == 1 and "nope" in run.stderr
+    run = crossmodal(
+        "eval",
+        "zeroshot",
+        "--model",
+        TINY,
+        "--data",
+        str(gallery),
+        "--label-column",
+        "kind",
+        "--out",
+        str(out),
+    )
+    assert run.returncode == 1 and "--label-column only apply" in run.stderr
