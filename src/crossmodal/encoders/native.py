@@ -30,6 +30,20 @@ def build_tokenizer(config: CLIPConfig) -> Tokenizer:
 
         tokenizer: Tokenizer = ClipBpeTokenizer(context_length=config.text.context_length)
         return tokenizer
+    if config.text.tokenizer == "trained":
+        from crossmodal.text.trained import TrainedTokenizer
+
+        if config.text.tokenizer_json is None:
+            raise ConfigError("text.tokenizer='trained' needs text.tokenizer_json")
+        trained = TrainedTokenizer.from_str(
+            config.text.tokenizer_json, context_length=config.text.context_length
+        )
+        if trained.vocab_size != config.text.vocab_size:
+            raise ConfigError(
+                f"the tokenizer has {trained.vocab_size} ids but "
+                f"text.vocab_size={config.text.vocab_size}"
+            )
+        return trained
     raise ConfigError(f"unknown tokenizer {config.text.tokenizer!r}")
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from crossmodal.errors import ConfigError
 
-TokenizerKind = Literal["clip-bpe"]
+TokenizerKind = Literal["clip-bpe", "trained"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ class TextConfig:
     tokenizer: TokenizerKind = "clip-bpe"  # which tokenizer turns text into ids
     pool: Literal["argmax", "eos"] = "argmax"  # pool at the highest id (CLIP's end token)
     eos_token_id: int = 49407  # the end token, used when pool == "eos"
+    # tokenizer.json text when tokenizer == "trained": it travels in the weights' metadata,
+    # so one safetensors file carries the whole model
+    tokenizer_json: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,10 @@ class CLIPConfig:
                 )
             if cfg.layers < 1 or cfg.width < 1:
                 raise ConfigError(f"{tower}.layers and {tower}.width must be positive")
+        if t.tokenizer == "trained" and not t.tokenizer_json:
+            raise ConfigError(
+                "text.tokenizer='trained' needs text.tokenizer_json (the tokenizer.json text)"
+            )
         if self.embed_dim < 1:
             raise ConfigError("embed_dim must be positive")
         return self
