@@ -21,9 +21,9 @@ EXIT_USAGE = 2  # bad command-line usage (argparse's own code)
 
 
 def _commands() -> list[ModuleType]:
-    from crossmodal.cli import data, embed, eval, export_onnx, models
+    from crossmodal.cli import data, embed, eval, export_onnx, models, train
 
-    return [models, embed, data, export_onnx, eval]
+    return [models, embed, data, export_onnx, eval, train]
 
 
 def build_parser() -> argparse.ArgumentParser:

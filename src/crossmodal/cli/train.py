@@ -1,0 +1,238 @@
+"""``crossmodal train`` and ``crossmodal wise-ft``: contrastive training and weight mixing.
+
+    crossmodal train --data train.csv --model test-tiny --out runs/tiny --steps 1000
+    crossmodal train --data train.csv --model native:ViT-B-32@zs.safetensors --out runs/ft \
+        --epochs 3 --lock-image --eval-data val.csv
+    crossmodal wise-ft --zero-shot zs.safetensors --finetuned runs/ft/model.safetensors \
+        --alpha 0.5 --out mixed.safetensors
+
+``train`` builds the model from a registered native name (fresh weights) or a native spec
+with ``@weights`` (fine-tuning), trains it with the contrastive objective and writes
+``OUT/model.safetensors`` (architecture included, so ``native:@OUT/model.safetensors``
+loads it), ``OUT/metrics.csv`` and ``OUT/checkpoints/``; ``--eval-data`` adds a retrieval
+evaluation in ``OUT/eval/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crossmodal.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from crossmodal.models.clip import CLIP
+    from crossmodal.train.config import TrainConfig
+    from crossmodal.train.data_order import BatchFactory
+    from crossmodal.train.dataset import CaptionPairDataset
+    from crossmodal.train.loop import TrainResult
+
+_MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # datasets that take on_missing (manifests)
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``train`` and ``wise-ft``."""
+    _add_train_parser(sub)
+    w = sub.add_parser(
+        "wise-ft",
+        help="mix zero-shot and fine-tuned weights (WiSE-FT)",
+        description="Write θ = (1 - α)·θ_zero-shot + α·θ_fine-tuned to a safetensors file.",
+    )
+    w.add_argument("--zero-shot", required=True, help="zero-shot weights file")
+    w.add_argument("--finetuned", required=True, help="fine-tuned weights file")
+    w.add_argument("--alpha", type=float, default=0.5, help="weight of the fine-tuned model")
+    w.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors file")
+    w.add_argument("-m", "--model", help="architecture name, if the files do not record it")
+    w.set_defaults(run=run_wise_ft)
+
+
+def _add_train_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a native model contrastively on captioned images",
+        description="Contrastive (CLIP) training on a captioned dataset; writes "
+        "model.safetensors, metrics.csv and checkpoints/ into --out.",
+    )
+    p.add_argument("-d", "--data", required=True, help="captioned manifest or shards")
+    p.add_argument(
+        "-m", "--model", required=True, help="registered name (fresh) or native:NAME@weights"
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps to run")
+    length.add_argument("--epochs", type=int, help="passes over the data (default 1)")
+    p.add_argument("--batch-size", type=int, default=128, help="pairs per micro-batch (128)")
+    p.add_argument("--accum-steps", type=int, default=1, help="micro-batches per step (1)")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (5e-4)")
+    p.add_argument("--min-lr", type=float, default=0.0, help="cosine floor (0)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (0)")
+    p.add_argument("--weight-decay", type=float, default=0.2, help="AdamW decay (0.2)")
+    p.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT)")
+    p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
+    p.add_argument("--unlocked-blocks", type=int, default=0, help="last N blocks stay trainable")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps per checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, order, augmentation")
+    p.add_argument("--no-augment", action="store_true", help="no random crop or rotation")
+    p.add_argument("--eval-data", help="captioned dataset for a retrieval eval at the end")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(run=run)
+
+
+@dataclass
+class TrainJob:
+    """Everything ``train`` needs, built from the command line."""
+
+    model: CLIP  # the model to train (fresh or loaded weights)
+    dataset: CaptionPairDataset  # the training pairs
+    data: BatchFactory  # per-epoch loader factory
+    config: TrainConfig  # the typed training config
+
+
+def build_job(args: argparse.Namespace) -> TrainJob:
+    """Turn ``train``'s arguments into a model, a dataset, a data factory and a config."""
+    from crossmodal.encoders.native import build_preprocess, build_tokenizer
+    from crossmodal.train.config import TrainConfig
+    from crossmodal.train.dataset import (
+        CaptionPairDataset,
+        TrainAugment,
+        build_pair_loader_factory,
+    )
+
+    no_length = args.steps is None and args.epochs is None
+    config = TrainConfig(
+        model=args.model,
+        objective="contrastive",
+        batch_size=args.batch_size,
+        accum_steps=args.accum_steps,
+        lr=args.lr,
+        min_lr=args.min_lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        total_steps=args.steps,
+        epochs=1 if no_length else args.epochs,
+        device=args.device,
+        precision=args.precision,
+        seed=args.seed,
+        lock_image=args.lock_image,
+        lock_text=args.lock_text,
+        unlocked_blocks=args.unlocked_blocks,
+        checkpoint_every=args.checkpoint_every,
+        out_dir=str(args.out),
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    source = _open_dataset(args.data)  # before the model: fail fast on a typo
+    model = build_model(args.model)
+    augment = TrainAugment.off() if args.no_augment else TrainAugment()
+    dataset = CaptionPairDataset(
+        source,
+        build_preprocess(model.config),
+        build_tokenizer(model.config),
+        augment,
+        seed=args.seed,
+    )
+    data = build_pair_loader_factory(dataset, args.batch_size, num_workers=args.workers)
+    return TrainJob(model=model, dataset=dataset, data=data, config=config)
+
+
+def build_model(spec_text: str) -> CLIP:
+    """A registered native name → fresh weights; a native spec with ``@weights`` → loaded."""
+    from crossmodal.encoders.native import resolve_weights
+    from crossmodal.encoders.spec import parse_spec
+    from crossmodal.models.clip import CLIP
+    from crossmodal.models.registry import create_model, get_model_config
+    from crossmodal.models.weights import load_checkpoint, load_weights
+
+    spec = parse_spec(spec_text)
+    if spec.backend != "native":
+        raise ConfigError(f"train needs a native model, not {spec.backend!r} ({spec_text})")
+    weights = spec.weights
+    if spec.name and weights is None and (os.sep in spec.name or Path(spec.name).is_dir()):
+        weights = spec.name  # a Hugging Face CLIP directory
+    if weights is None:
+        return create_model(spec.name)
+    config = get_model_config(spec.name) if spec.name and spec.name != weights else None
+    config, sd = load_checkpoint(resolve_weights(weights), config)
+    model = CLIP(config)
+    load_weights(model, sd, source=weights)
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the job, train, save the weights, optionally evaluate, print a summary."""
+    from crossmodal.models.weights import save_weights
+    from crossmodal.train.loop import train
+    from crossmodal.train.objective import build_objective
+
+    job = build_job(args)
+    result = train(
+        job.model, build_objective("contrastive"), job.data, job.config, resume=args.resume
+    )
+    weights = save_weights(job.model, Path(args.out) / "model.safetensors")
+    print(_summary(job, result, weights))
+    if args.eval_data:
+        print(_evaluate(weights, args.eval_data, Path(args.out) / "eval", args.device))
+    return 0
+
+
+def _summary(job: TrainJob, result: TrainResult, weights: Path) -> str:
+    """Three lines: data, the run, where its outputs are."""
+    ds = job.dataset
+    resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
+    return (
+        f"data: {len(ds)} training images, {len(ds.skipped)} skipped "
+        f"({ds.undecodable} undecodable)\n"
+        f"trained {result.steps} steps (epoch {result.epoch}), final loss {result.loss:.4f}, "
+        f"{result.samples_per_s:.1f} samples/s{resumed}\n"
+        f"weights: {weights}  (load with 'native:@{weights}'); metrics: {result.metrics_path}"
+    )
+
+
+def _evaluate(weights: Path, data: str, out: Path, device: str) -> str:
+    """Retrieval on ``data`` with the trained weights; write the report into ``out``."""
+    from crossmodal.cli.eval import _summary as eval_summary
+    from crossmodal.encoders import load_encoder
+    from crossmodal.eval.report import write_report
+    from crossmodal.eval.runner import EvalConfig, run_retrieval
+
+    encoder = load_encoder(f"native:@{weights}", device=device)
+    result = run_retrieval(encoder, _open_dataset(data), EvalConfig(), model_name=str(weights))
+    page = write_report(result, out)
+    return f"{eval_summary(result)}\neval report: {page}"
+
+
+def _open_dataset(path: str) -> Any:
+    """The dataset at ``path``; a manifest row naming a missing image is skipped."""
+    from crossmodal.data.sources import open_source
+
+    if Path(path).suffix.lower() in _MANIFEST_SUFFIXES:
+        return open_source(path, on_missing="skip")
+    return open_source(path)
+
+
+def run_wise_ft(args: argparse.Namespace) -> int:
+    """Mix two weight files of one architecture and save the result."""
+    from crossmodal.models.clip import CLIP
+    from crossmodal.models.registry import get_model_config
+    from crossmodal.models.weights import load_checkpoint, load_weights, save_weights
+    from crossmodal.train.freeze import wise_ft
+
+    config = get_model_config(args.model) if args.model else None
+    config_zs, zs = load_checkpoint(args.zero_shot, config)
+    config_ft, ft = load_checkpoint(args.finetuned, config)
+    if config_zs != config_ft:
+        raise CheckpointError(
+            f"{args.zero_shot} and {args.finetuned} record different architectures"
+        )
+    model = CLIP(config_zs)
+    load_weights(model, wise_ft(zs, ft, args.alpha), source=f"WiSE-FT α={args.alpha}")
+    path = save_weights(model, args.out)
+    print(f"WiSE-FT α={args.alpha}: wrote {path}")
+    return 0

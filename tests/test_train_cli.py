@@ -1,0 +1,207 @@
+"""``crossmodal train`` / ``wise-ft`` end to end, and the training dataset on its own.
+
+A tiny captioned dataset of coloured shapes (OpenCLIP's tab-separated ``filepath`` /
+``title`` CSV) with one corrupt image and one missing file; everything runs on ``test-tiny``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+
+from crossmodal.cli.main import build_parser, main
+from crossmodal.cli.train import build_job
+from crossmodal.data.sources import open_source
+from crossmodal.encoders import load_encoder
+from crossmodal.encoders.native import build_preprocess, build_tokenizer
+from crossmodal.models.registry import create_model, get_model_config
+from crossmodal.models.weights import save_weights
+from crossmodal.train import train
+from crossmodal.train.data_order import Batch, BatchFactory
+from crossmodal.train.dataset import (
+    CaptionPairDataset,
+    TrainAugment,
+    apply_augment,
+    build_pair_loader_factory,
+)
+from crossmodal.train.objective import build_objective
+
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 60),
+    "blue": (40, 60, 220),
+    "gold": (230, 190, 0),
+}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 shapes (some with transparency), 2 captions each, a corrupt PNG and a missing file."""
+    root = tmp_path_factory.mktemp("shapes")
+    rows: list[tuple[str, str]] = []
+    for i, (colour, rgb) in enumerate(COLOURS.items()):
+        for shape in ("circle", "square"):
+            mode = "RGBA" if i % 2 else "RGB"
+            image = Image.new(mode, (48 + 8 * i, 40), (255, 255, 255, 0)[: len(mode)])
+            draw = ImageDraw.Draw(image)
+            box = (8, 6, 36, 34)
+            (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=rgb)
+            name = f"{colour}-{shape}.png"
+            image.save(root / name)
+            rows += [(name, f"a {colour} {shape}"), (name, f"{shape}, {colour}")]
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    rows += [("broken.png", "a broken image"), ("missing.png", "a missing image")]
+    path = root / "train.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["filepath", "title"])
+        writer.writerows(rows)
+    return path
+
+
+def _args(manifest: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--model",
+        "test-tiny",
+        "--data",
+        str(manifest),
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def _dataset(manifest: Path, seed: int = 0) -> CaptionPairDataset:
+    config = get_model_config("test-tiny")
+    source = open_source(manifest, on_missing="skip")
+    return CaptionPairDataset(source, build_preprocess(config), build_tokenizer(config), seed=seed)
+
+
+def test_train_cli_end_to_end(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = _args(manifest, out, "--steps", "6", "--eval-data", str(manifest))
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossmodal.cli.main", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "8 training images, 2 skipped (1 undecodable)" in proc.stdout
+    assert "trained 6 steps" in proc.stdout
+    for name in ("model.safetensors", "metrics.csv", "eval/results.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "checkpoints").glob("step-*.pt"))
+    encoder = load_encoder(f"native:@{out / 'model.safetensors'}", device="cpu")
+    vectors = encoder.encode_pixels(np.zeros((1, 3, 32, 32), dtype=np.float32))
+    assert vectors.shape == (1, 32)
+
+
+class _InterruptedError(Exception):
+    pass
+
+
+def _interrupt_after(factory: BatchFactory, batches: int) -> BatchFactory:
+    """Wrap a data factory so that fetching batch ``batches + 1`` of the run raises."""
+    fetched = 0
+
+    def wrapped(generator: torch.Generator) -> Iterable[Batch]:
+        def epoch() -> Iterator[Batch]:
+            nonlocal fetched
+            for batch in factory(generator):
+                if fetched == batches:
+                    raise _InterruptedError
+                fetched += 1
+                yield batch
+
+        return epoch()
+
+    return wrapped
+
+
+def test_resume_after_interruption_is_bitwise_equal(
+    manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(_args(manifest, straight, "--steps", "6")) == 0
+    args = build_parser().parse_args(
+        _args(manifest, stopped, "--steps", "6", "--checkpoint-every", "1")
+    )
+    assert isinstance(args, argparse.Namespace)
+    job = build_job(args)
+    with pytest.raises(_InterruptedError):
+        data = _interrupt_after(job.data, batches=3)  # dies fetching the 4th batch
+        train(job.model, build_objective("contrastive"), data, job.config)
+    resume = _args(manifest, stopped, "--steps", "6", "--checkpoint-every", "1", "--resume")
+    assert max(p.name for p in (stopped / "checkpoints").glob("step-*.pt")) == "step-00000003.pt"
+    capsys.readouterr()
+    assert main(resume) == 0
+    assert "resumed from" in capsys.readouterr().out
+    a = load_file(str(straight / "model.safetensors"))
+    b = load_file(str(stopped / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_wise_ft_alpha_zero_reproduces_zero_shot(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    zs = save_weights(create_model("test-tiny"), tmp_path / "zs.safetensors")
+    torch.manual_seed(2)
+    ft = save_weights(create_model("test-tiny"), tmp_path / "ft.safetensors")
+    out = tmp_path / "mixed.safetensors"
+    argv = ["wise-ft", "--zero-shot", str(zs), "--finetuned", str(ft), "--alpha", "0", "--out"]
+    assert main([*argv, str(out)]) == 0
+    a, b = load_file(str(zs)), load_file(str(out))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dataset_is_deterministic(manifest: Path) -> None:
+    def first_epoch(seed: int) -> list[Batch]:
+        factory = build_pair_loader_factory(_dataset(manifest, seed), batch_size=4)
+        return list(factory(torch.Generator().manual_seed(0)))
+
+    a, b, c = first_epoch(0), first_epoch(0), first_epoch(1)
+    assert len(a) == 2
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x["pixels"], y["pixels"]) and torch.equal(x["ids"], y["ids"])
+    assert not all(torch.equal(x["pixels"], z["pixels"]) for x, z in zip(a, c, strict=True))
+
+
+def test_dataset_skips_and_counts(manifest: Path) -> None:
+    dataset = _dataset(manifest)
+    assert len(dataset) == 8
+    assert dataset.undecodable == 1
+    reasons = {Path(s.source.split(":")[0]).name: s.reason for s in dataset.skipped}
+    assert "broken.png" in reasons and "train.csv" in reasons  # missing.png: a manifest row
+    item = dataset[0]
+    assert item["pixels"].shape == (3, 32, 32) and item["pixels"].dtype == torch.float32
+    assert item["ids"].shape == (16,) and item["ids"].dtype == torch.int64
+
+
+def test_augmentation_keeps_shape_and_is_seeded() -> None:
+    image = Image.new("RGB", (70, 31), (10, 200, 30))
+    strong = TrainAugment(crop_scale=(0.3, 0.6), rotation=30, color_jitter=0.4, hflip=True)
+    for seed in range(5):
+        out = apply_augment(image, strong, 32, np.random.default_rng(seed))
+        assert out.size == (32, 32) and out.mode == "RGB"
+    once = apply_augment(image, strong, 32, np.random.default_rng(7))
+    again = apply_augment(image, strong, 32, np.random.default_rng(7))
+    assert np.array_equal(np.asarray(once), np.asarray(again))
+    assert not TrainAugment().hflip and TrainAugment().color_jitter == 0
+    untouched = apply_augment(image, TrainAugment.off(), 32, np.random.default_rng(0))
+    assert np.array_equal(np.asarray(untouched), np.asarray(image))
