@@ -205,3 +205,19 @@ def test_augmentation_keeps_shape_and_is_seeded() -> None:
     assert not TrainAugment().hflip and TrainAugment().color_jitter == 0
     untouched = apply_augment(image, TrainAugment.off(), 32, np.random.default_rng(0))
     assert np.array_equal(np.asarray(untouched), np.asarray(image))
+
+
+def test_fresh_model_takes_a_trained_tokenizer(tmp_path: Path) -> None:
+    from crossmodal.cli.train import build_model
+    from crossmodal.errors import ConfigError as _ConfigError
+    from crossmodal.text.trained import train_tokenizer
+
+    captions = ["a red circle", "a blue square", "一个红色的圆", "蓝色的方块", "red", "蓝色"] * 3
+    tokenizer = train_tokenizer(captions, vocab_size=300, out_path=tmp_path / "tok.json")
+    model = build_model("test-tiny", tmp_path / "tok.json")
+    text = model.config.text
+    assert text.tokenizer == "trained" and text.pool == "eos"
+    assert text.vocab_size == tokenizer.vocab_size == model.text.token_embedding.num_embeddings
+    assert text.eos_token_id == tokenizer.eos_token_id
+    with pytest.raises(_ConfigError, match="fresh model"):
+        build_model("native:test-tiny@/nonexistent.safetensors", tmp_path / "tok.json")

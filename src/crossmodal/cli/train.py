@@ -26,6 +26,7 @@ from crossmodal.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from crossmodal.models.clip import CLIP
+    from crossmodal.models.config import CLIPConfig
     from crossmodal.train.config import TrainConfig
     from crossmodal.train.data_order import BatchFactory
     from crossmodal.train.dataset import CaptionPairDataset
@@ -62,6 +63,12 @@ def _add_train_parser(sub: Any) -> None:
         "-m", "--model", required=True, help="registered name (fresh) or native:NAME@weights"
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="a trained tokenizer.json (scripts/train_tokenizer.py) for a fresh model's text "
+        "tower; it is stored inside the saved weights",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps to run")
     length.add_argument("--epochs", type=int, help="passes over the data (default 1)")
@@ -129,7 +136,7 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     source = _open_dataset(args.data)  # before the model: fail fast on a typo
-    model = build_model(args.model)
+    model = build_model(args.model, args.tokenizer)
     augment = TrainAugment.off() if args.no_augment else TrainAugment()
     dataset = CaptionPairDataset(
         source,
@@ -142,8 +149,11 @@ def build_job(args: argparse.Namespace) -> TrainJob:
     return TrainJob(model=model, dataset=dataset, data=data, config=config)
 
 
-def build_model(spec_text: str) -> CLIP:
-    """A registered native name → fresh weights; a native spec with ``@weights`` → loaded."""
+def build_model(spec_text: str, tokenizer: Path | None = None) -> CLIP:
+    """A registered native name → fresh weights; a native spec with ``@weights`` → loaded.
+
+    ``tokenizer`` (a trained ``tokenizer.json``) replaces a fresh model's text tokenizer.
+    """
     from crossmodal.encoders.native import resolve_weights
     from crossmodal.encoders.spec import parse_spec
     from crossmodal.models.clip import CLIP
@@ -157,12 +167,30 @@ def build_model(spec_text: str) -> CLIP:
     if spec.name and weights is None and (os.sep in spec.name or Path(spec.name).is_dir()):
         weights = spec.name  # a Hugging Face CLIP directory
     if weights is None:
-        return create_model(spec.name)
+        fresh = get_model_config(spec.name)
+        if tokenizer is not None:
+            fresh = _attach_tokenizer(fresh, tokenizer)
+        return create_model(fresh)
+    if tokenizer is not None:
+        raise ConfigError("--tokenizer is for a fresh model; fine-tuning keeps the model's own")
     config = get_model_config(spec.name) if spec.name and spec.name != weights else None
     config, sd = load_checkpoint(resolve_weights(weights), config)
     model = CLIP(config)
     load_weights(model, sd, source=weights)
     return model
+
+
+def _attach_tokenizer(config: CLIPConfig, path: Path) -> CLIPConfig:
+    from crossmodal.errors import InputError
+    from crossmodal.models.config import with_trained_tokenizer
+    from crossmodal.text.trained import TrainedTokenizer
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the tokenizer ({exc})") from exc
+    tok = TrainedTokenizer.from_str(text, context_length=config.text.context_length)
+    return with_trained_tokenizer(config, text, tok.vocab_size, tok.eos_token_id)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -153,3 +153,20 @@ def estimate_parameters(config: CLIPConfig) -> int:
         + t.width * d  # projection W_t
     )
     return vision + text + 1 + (1 if config.init_logit_bias is not None else 0)
+
+
+def with_trained_tokenizer(
+    config: CLIPConfig, tokenizer_json: str, vocab_size: int, eos_token_id: int
+) -> CLIPConfig:
+    """``config`` with its text tower reading a trained tokenizer (pooled at the end token)."""
+    from dataclasses import replace
+
+    text = replace(
+        config.text,
+        tokenizer="trained",
+        tokenizer_json=tokenizer_json,
+        vocab_size=vocab_size,
+        pool="eos",
+        eos_token_id=eos_token_id,
+    )
+    return replace(config, text=text).validate()
