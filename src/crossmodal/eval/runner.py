@@ -22,8 +22,8 @@ from crossmodal.data.sources import DataSource, Sample
 from crossmodal.encoders.base import Encoder, FloatArray
 from crossmodal.encoders.embedder import EmbedConfig, Embedder
 from crossmodal.errors import ConfigError, InputError
+from crossmodal.eval.classification import IntArray
 from crossmodal.eval.metrics import (
-    IntArray,
     RetrievalReport,
     classification_report,
     pairs_from_image_index,
