@@ -216,3 +216,18 @@ def test_missing_and_unknown_files(tmp_path: Path) -> None:
     other.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 32)
     with pytest.raises(CheckpointError, match="unknown weights format"):
         read_state_dict(other)
+
+
+def test_half_precision_file_loads_into_an_fp32_model(tmp_path: Path) -> None:
+    model = create_model("test-tiny").eval()
+    full = save_weights(model, tmp_path / "fp32.safetensors")
+    half = save_weights(model, tmp_path / "bf16.safetensors", dtype=torch.bfloat16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = _native_from(half, None)
+    assert loaded.dtype == torch.float32
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(
+            model.encode_image(pixels), loaded.encode_image(pixels)
+        )
+    assert cos.min() > 0.999

@@ -85,6 +85,12 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, order, augmentation")
     p.add_argument("--no-augment", action="store_true", help="no random crop or rotation")
+    p.add_argument(
+        "--save-dtype",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="precision of the final model.safetensors (bf16 halves it; checkpoints stay fp32)",
+    )
     p.add_argument("--eval-data", help="captioned dataset for a retrieval eval at the end")
     p.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -203,7 +209,12 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         job.model, build_objective("contrastive"), job.data, job.config, resume=args.resume
     )
-    weights = save_weights(job.model, Path(args.out) / "model.safetensors")
+    import torch
+
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    weights = save_weights(
+        job.model, Path(args.out) / "model.safetensors", dtype=dtypes[args.save_dtype]
+    )
     print(_summary(job, result, weights))
     if args.eval_data:
         print(_evaluate(weights, args.eval_data, Path(args.out) / "eval", args.device))

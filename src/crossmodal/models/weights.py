@@ -383,8 +383,14 @@ def load_weights(model: torch.nn.Module, sd: Mapping[str, Tensor], source: str) 
     model.load_state_dict(dict(sd), strict=True)
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write native weights and the architecture to a safetensors file, atomically."""
+def save_weights(
+    model: torch.nn.Module, path: str | os.PathLike[str], dtype: torch.dtype | None = None
+) -> Path:
+    """Write native weights and the architecture to a safetensors file, atomically.
+
+    ``dtype`` (e.g. ``torch.bfloat16``) stores floating-point tensors at that precision to halve
+    the file; loading casts them back to the model's dtype.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -393,7 +399,10 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     metadata = {}
     if isinstance(config, CLIPConfig):
         metadata[CONFIG_METADATA_KEY] = json.dumps(config_to_dict(config))
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
+        for k, v in model.state_dict().items()
+    }
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     with tmp.open("rb") as f:
