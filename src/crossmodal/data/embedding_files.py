@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossmodal.atomic import atomic_write, atomic_write_text
 from crossmodal.encoders.base import FloatArray
 from crossmodal.errors import BackendUnavailableError, ConfigError
 
@@ -46,16 +47,17 @@ def write_embeddings(
         raise ConfigError(f"{path}: unknown output format; use one of {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, np.asarray(vectors, dtype=np.float32))
-        os.replace(tmp, path)
-        side = items_path(path)
-        tmp_side = side.with_name(side.name + ".tmp")
-        with tmp_side.open("w", encoding="utf-8") as f:
-            for row, item in enumerate(items):
-                record = {"row": row, "kind": item.kind, "source": item.source, "model": model}
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp_side, side)
+        matrix = np.asarray(vectors, dtype=np.float32)
+        atomic_write(path, lambda f: np.save(f, matrix))
+        lines = (
+            json.dumps(
+                {"row": row, "kind": item.kind, "source": item.source, "model": model},
+                ensure_ascii=False,
+            )
+            + "\n"
+            for row, item in enumerate(items)
+        )
+        side = atomic_write_text(items_path(path), "".join(lines))
         return [path, side]
     try:
         import pyarrow as pa
@@ -72,7 +74,5 @@ def write_embeddings(
             ),
         }
     ).replace_schema_metadata({"crossmodal_model": model})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: pq.write_table(table, f))
     return [path]

@@ -54,6 +54,12 @@ import torch
 from torch import Tensor, nn
 
 from crossmodal.encoders.onnx import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
+from crossmodal.encoders.onnx_quantize import (
+    INT8_OP_TYPES,
+    INT8_PER_CHANNEL,
+    INT8_WEIGHT_TYPE,
+    quantize_int8,
+)
 from crossmodal.errors import BackendUnavailableError, ConfigError, CrossmodalError
 from crossmodal.models.clip import CLIP
 from crossmodal.models.config import CLIPConfig, config_to_dict
@@ -68,9 +74,6 @@ FILES: dict[str, dict[str, str]] = {  # precision → tower → file name
     "fp32": {"image": "image.onnx", "text": "text.onnx"},
     "int8": {"image": "image.int8.onnx", "text": "text.int8.onnx"},
 }
-INT8_OP_TYPES = ("MatMul",)  # node types quantize_dynamic turns into int8 kernels
-INT8_WEIGHT_TYPE = "QInt8"  # signed int8 weights (U8S8 kernels): fastest here, see above
-INT8_PER_CHANNEL = False  # per-tensor scales: per-channel bought no accuracy and cost speed
 INT8_MIN_COSINE = 0.99  # below this (int8 vs fp32 on the check batch) a warning is logged
 VERIFY_ATOL = 1e-4  # max abs difference ONNX Runtime vs PyTorch (fp32) on unit embeddings
 
@@ -87,28 +90,19 @@ class ExportResult:
     int8_cosine: dict[str, float] = field(default_factory=dict)  # min int8-vs-fp32 cosine
 
 
-class _ImageTower(nn.Module):
-    """pixels → unit image embedding: the graph of ``image.onnx``."""
+class _Tower(nn.Module):
+    """One tower as its own graph: pixels → unit image embedding, or ids → unit text one."""
 
-    def __init__(self, model: CLIP) -> None:
+    def __init__(self, model: CLIP, modality: Literal["image", "text"]) -> None:
         super().__init__()
         self.model = model
+        self.modality = modality
 
-    def forward(self, pixels: Tensor) -> Tensor:
-        """(B, 3, S, S) float32 → (B, D) L2-normalised."""
-        return self.model.encode_image(pixels, normalize=True)
-
-
-class _TextTower(nn.Module):
-    """ids → unit text embedding: the graph of ``text.onnx``."""
-
-    def __init__(self, model: CLIP) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: Tensor) -> Tensor:
-        """(B, context_length) int64 → (B, D) L2-normalised."""
-        return self.model.encode_text(ids, normalize=True)
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, 3, S, S) float32 pixels or (B, context_length) int64 ids → (B, D) unit rows."""
+        if self.modality == "image":
+            return self.model.encode_image(x, normalize=True)
+        return self.model.encode_text(x, normalize=True)
 
 
 def export_onnx(
@@ -137,8 +131,10 @@ def export_onnx(
 
     with _cpu_fp32_eval(model) as net, _staging_dir(out_dir) as tmp:
         pixels, ids = _example_inputs(config, batch=2, seed=0)
-        exporter = _export(_ImageTower(net), pixels, tmp / FILES["fp32"]["image"], "image", opset)
-        _export(_TextTower(net), ids, tmp / FILES["fp32"]["text"], "text", opset, exporter)
+        exporter = _export(
+            _Tower(net, "image"), pixels, tmp / FILES["fp32"]["image"], "image", opset
+        )
+        _export(_Tower(net, "text"), ids, tmp / FILES["fp32"]["text"], "text", opset, exporter)
 
         # Verify on a batch size other than the traced one: dynamic axis and causal mask.
         pixels, ids = _example_inputs(config, batch=3, seed=1)
@@ -161,7 +157,7 @@ def export_onnx(
         cosines: dict[str, float] = {}
         if mode == "int8":
             for tower in ("image", "text"):
-                _quantize(tmp / FILES["fp32"][tower], tmp / FILES["int8"][tower])
+                quantize_int8(tmp / FILES["fp32"][tower], tmp / FILES["int8"][tower])
                 got = _run(ort, tmp / FILES["int8"][tower], feeds[tower])
                 cosines[tower] = float(_row_cosine(got, fp32[tower]).min())
             low = {tower: round(c, 4) for tower, c in cosines.items() if c < INT8_MIN_COSINE}
@@ -373,43 +369,6 @@ def _row_cosine(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     out: np.ndarray[Any, Any] = num / np.maximum(den, 1e-12)
     return out
-
-
-def _quantize(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of the MatMul weights (see the module docstring)."""
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as exc:  # onnxruntime.quantization imports the onnx package
-        raise BackendUnavailableError("onnx", "onnx", exc.name or "onnx") from None
-    root = logging.getLogger()  # the quantizer logs every node at INFO on the root logger
-    quiet = _DropQuantizerInfo()
-    root.addFilter(quiet)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(
-                src,
-                dst,
-                op_types_to_quantize=list(INT8_OP_TYPES),
-                per_channel=INT8_PER_CHANNEL,
-                weight_type=getattr(QuantType, INT8_WEIGHT_TYPE),
-            )
-    finally:
-        root.removeFilter(quiet)
-
-
-class _DropQuantizerInfo(logging.Filter):
-    """Drops onnxruntime.quantization's per-node INFO records and its advice to pre-process
-    (symbolic shape inference + graph optimisation before quantising measured no faster here);
-    keeps its other warnings."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """False for the quantizer's INFO/DEBUG records and its pre-processing advice."""
-        path = record.pathname.replace("\\", "/")
-        if "onnxruntime/quantization" not in path:
-            return True
-        advice = "pre-processing before quantization" in record.getMessage()
-        return record.levelno >= logging.WARNING and not advice
 
 
 def _manifest(

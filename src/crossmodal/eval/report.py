@@ -15,7 +15,6 @@ import base64
 import io
 import json
 import os
-import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from html import escape
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from crossmodal.atomic import atomic_write_bytes
 from crossmodal.data.images import load_image
 from crossmodal.errors import CrossmodalError, InputError, short_message
 from crossmodal.eval import plots
@@ -102,21 +102,9 @@ def write_report(result: ZeroShotResult | RetrievalResult, out_dir: str | os.Pat
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    The temporary file is created with mode 0o666 less the umask, as ``open`` would, so the
-    result has the usual permissions (``tempfile.mkstemp`` would make it owner-only).
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    """Replace ``path`` with ``data`` atomically; a failure names the file."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, data)
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc})") from exc
 

@@ -391,10 +391,10 @@ def save_weights(
     ``dtype`` (e.g. ``torch.bfloat16``) stores floating-point tensors at that precision to halve
     the file; loading casts them back to the model's dtype.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from crossmodal.atomic import atomic_write_bytes
+
     config = getattr(model, "config", None)
     metadata = {}
     if isinstance(config, CLIPConfig):
@@ -403,9 +403,4 @@ def save_weights(
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
         for k, v in model.state_dict().items()
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))

@@ -7,7 +7,7 @@ as tensors and primitive containers only, so :func:`load_checkpoint_state` reads
 
 In a run directory, checkpoints are ``checkpoints/step-00001000.pt``; the ``latest`` file
 beside them names the newest complete one, and only the last K are kept. Every file is
-replaced atomically (:mod:`crossmodal.train.atomic`), so a crash mid-write leaves the
+replaced atomically (:mod:`crossmodal.atomic`), so a crash mid-write leaves the
 previous checkpoint and pointer intact.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from crossmodal.atomic import atomic_write, atomic_write_text
 from crossmodal.errors import CheckpointError, UnsafeCheckpointError
-from crossmodal.train.atomic import atomic_write, atomic_write_text
 from crossmodal.train.config import TrainConfig
 
 __all__ = [

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from crossmodal.train.atomic import atomic_write_text
+from crossmodal.atomic import atomic_write_text
 
 __all__ = ["METRIC_COLUMNS", "MetricsLog", "plot_curves", "read_metrics"]
 
