@@ -13,7 +13,6 @@ with few rules (see :mod:`crossmodal.models.weights`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -180,9 +179,10 @@ class TextTower(nn.Module):
         x = self.token_embedding(ids) + self.positional_embedding[:T]  # (B, T, width)
         x = self.transformer(x, causal=True)
         tokens = self.ln_final(x)  # (B, T, width)
-        pooled = tokens[torch.arange(ids.shape[0], device=ids.device), self.pool_index(ids)]
+        eot = self.pool_index(ids)  # (B,)
+        pooled = tokens[torch.arange(ids.shape[0], device=ids.device), eot]  # (B, width)
         embedding = pooled @ self.text_projection  # (B, D)
-        mask = torch.arange(T, device=ids.device)[None, :] <= self.pool_index(ids)[:, None]
+        mask = torch.arange(T, device=ids.device)[None, :] <= eot[:, None]  # (B, T)
         return TowerOutput(embedding=embedding, tokens=tokens, mask=mask)
 
 
@@ -252,12 +252,3 @@ class CLIP(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters."""
     return sum(p.numel() for p in model.parameters())
-
-
-def flops_per_image(config: VisionConfig) -> float:
-    """Approximate multiply-accumulate FLOPs (×2) of one image through the vision tower."""
-    n = config.grid_size**2 + 1
-    w = config.width
-    per_block = 2 * n * (4 * w * w + 2 * int(config.mlp_ratio * w) * w) + 4 * n * n * w
-    patch = 2 * (config.grid_size**2) * 3 * config.patch_size**2 * w
-    return float(per_block * config.layers + patch) * (1.0 if math.isfinite(n) else 0.0)
