@@ -184,3 +184,21 @@ def test_eval_reads_named_manifest_columns(gallery: Path, tmp_path: Path) -> Non
         str(out),
     )
     assert run.returncode == 1 and "--label-column only apply" in run.stderr
+
+
+def test_eval_zeroshot_takes_prompt_templates(gallery: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    rows = [
+        {"image": str(gallery / "a.jpg"), "label": "cat"},
+        {"image": str(gallery / "b.png"), "label": "dog"},
+    ]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "eval"
+    common = ("eval", "zeroshot", "--model", TINY, "--data", str(manifest), "--no-progress")
+    run = crossmodal(
+        *common, "--template", "{}", "--template", "an emoji of {}.", "--out", str(out)
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads((out / "results.json").read_text())["templates"] == ["{}", "an emoji of {}."]
+    bad = crossmodal(*common, "--template", "no slot", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 1 and "no slot" in bad.stderr and "Traceback" not in bad.stderr

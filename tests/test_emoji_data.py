@@ -35,7 +35,10 @@ from crossmodal.data.emoji import (
 )
 from crossmodal.data.emoji import build as build_module
 from crossmodal.data.emoji.labels import read_emojibase
+from crossmodal.data.emoji.tasks import write_task_manifests
+from crossmodal.data.emoji.writers import ManifestRow
 from crossmodal.data.images import BACKGROUND
+from crossmodal.data.sources import open_source
 from crossmodal.errors import ConfigError, InputError
 
 TRAIN = ("twemoji", "noto")
@@ -58,6 +61,12 @@ EMOJIBASE = [
     ("1F1E6", "regional indicator A", [], "区域指标 A", [], None, None, []),
 ]
 OPENMOJI = ["1F600", "2764", "1F44B", "1F44B-1F3FB", "1F680", "1FAE9", "E000"]
+# Chinese group and subgroup names of the fake emojibase-data (English ones are the keys)
+ZH_NAMES = {
+    "smileys-emotion": "笑脸和情感", "people-body": "人和身体", "travel-places": "旅行和地点",
+    "face-smiling": "笑脸", "heart": "心", "hand-fingers-open": "张开手指",
+    "transport-air": "空中交通",
+}  # fmt: skip
 
 
 def _png(transparent_corner: bool = True) -> bytes:
@@ -143,12 +152,15 @@ def _emojibase(cache: Path) -> None:
                     for s in skins
                 ]
             data.append(item)
+        name = (lambda k: k) if loc == "en" else ZH_NAMES.__getitem__
         messages = {
-            "groups": [{"key": k, "message": k, "order": i} for i, k in enumerate(groups)],
-            "subgroups": [{"key": k, "message": k, "order": i} for i, k in enumerate(subgroups)],
+            "groups": [{"key": k, "message": name(k), "order": i} for i, k in enumerate(groups)],
+            "subgroups": [
+                {"key": k, "message": name(k), "order": i} for i, k in enumerate(subgroups)
+            ],
         }
         files[f"package/{loc}/data.json"] = json.dumps(data, ensure_ascii=False).encode()
-        files[f"package/{loc}/messages.json"] = json.dumps(messages).encode()
+        files[f"package/{loc}/messages.json"] = json.dumps(messages, ensure_ascii=False).encode()
     _write_tgz(cache / "emojibase-data-17.0.0.tgz", files)
 
 
@@ -242,6 +254,16 @@ def test_build_writes_manifest_shards_csv_attribution(tmp_path: Path, cache: Pat
     assert colour[0] > 150 > colour[1] and black == BACKGROUND
     _check_shards(out, stats)
     _check_csv(out)
+    _check_train_manifest(out)
+    _check_eval_manifests(out)
+    names = [f"eval/{s}.{lang}.{t}.jsonl" for s in ("test", "test-hard") for lang in ("en", "zh")
+             for t in ("retrieval", "group", "subgroup")]  # fmt: skip
+    assert list(stats["manifests"]) == ["train.jsonl", *names]
+    assert stats["manifests"]["eval/test.en.retrieval.jsonl"] == {"rows": 4, "images": 1}
+    assert stats["manifests"]["eval/test.zh.retrieval.jsonl"] == {"rows": 3, "images": 1}
+    assert stats["manifests_not_written"] == {}
+    assert result.manifests == tuple(out / name for name in stats["manifests"])
+    _check_names_missing(tmp_path, rows)
     attribution = (out / "ATTRIBUTION.md").read_text("utf-8")
     for package in SOURCE_PACKAGES.values():
         assert package.name in attribution and package.license in attribution
@@ -275,6 +297,68 @@ def _check_csv(out: Path) -> None:
     assert all(r["style"] in TRAIN for r in rows)
     with (out / "train_en.csv").open(encoding="utf-8", newline="") as f:
         assert {r["lang"] for r in csv.DictReader(f, delimiter="\t")} == {"en"}
+
+
+def _check_train_manifest(out: Path) -> None:
+    """train.jsonl: each train image once, with every caption of both languages and its group."""
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text("utf-8").splitlines()]
+    manifest = {r["image"]: r for r in _manifest(out) if r["split"] == "train"}
+    assert len(rows) == len(manifest) == 8 and {r["image"] for r in rows} == set(manifest)
+    source = open_source(out / "train.jsonl")
+    assert len(source) == 8
+    assert source.class_names == ("people-body", "smileys-emotion", "travel-places")
+    for sample in source:
+        row = manifest[Path(sample.image).relative_to(out).as_posix()]
+        # label, templates and tags, then the group and subgroup names, per language
+        en_names = [n for n in (row["group"], row["subgroup"]) if n not in row["captions_en"]]
+        zh_names = [ZH_NAMES[row["group"]], ZH_NAMES[row["subgroup"]]]
+        zh_names = [n for n in dict.fromkeys(zh_names) if n not in row["captions_zh"]]
+        expected = row["captions_en"] + en_names + row["captions_zh"] + zh_names
+        assert sample.captions == tuple(expected)
+        assert sample.label == row["group"]
+    heart = next(r for r in rows if r["image"] == "images/noto/2764-fe0f.png")
+    assert heart["hexcode"] == "2764-FE0F" and "红心的表情符号" in heart["caption"]
+
+
+def _check_eval_manifests(out: Path) -> None:
+    """The eval/ manifests, read as ``crossmodal eval`` reads them."""
+    en = ("grinning face", "red heart", "waving hand", "rocket")
+    for split, style in (("test", "openmoji"), ("test-hard", "openmoji-black")):
+        # every fake drawing is alike: one gallery image, whose positives are all the labels
+        for lang, labels in (("en", en), ("zh", ("嘿嘿", "红心", "挥手"))):  # rocket: no zh label
+            source = open_source(out / f"eval/{split}.{lang}.retrieval.jsonl")
+            (sample,) = list(source)
+            assert Path(sample.image).resolve() == out / f"images/{style}/1f600.png"
+            assert sample.captions == labels and sample.label is None
+        # zero-shot: one image per emoji (duplicates too), labelled in the file's language
+        for lang, kind, classes, rocket in (
+            ("en", "group", ("people-body", "smileys-emotion", "travel-places"), "travel-places"),
+            ("zh", "group", ("人和身体", "旅行和地点", "笑脸和情感"), "旅行和地点"),
+            ("en", "subgroup", ("face-smiling", "hand-fingers-open", "heart", "transport-air"),
+             "transport-air"),
+            ("zh", "subgroup", ("张开手指", "心", "空中交通", "笑脸"), "空中交通"),
+        ):  # fmt: skip
+            source = open_source(out / f"eval/{split}.{lang}.{kind}.jsonl")
+            assert len(source) == 4 and source.class_names == classes
+            images = {Path(s.image).resolve(): s.label for s in source}
+            assert {p.parent for p in images} == {out / f"images/{style}"}
+            assert images[out / f"images/{style}/1f680.png"] == rocket
+
+
+def _check_names_missing(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+    """Without Chinese group names: no zh zero-shot files, said why; English uses the keys."""
+    manifest = [ManifestRow(**r) for r in rows]
+    names = {"en": {"smileys-emotion": "smileys & emotion"}, "zh": {"heart": "心"}}
+    result = write_task_manifests(tmp_path / "alt", manifest, names)
+    assert set(result.not_written) == {
+        f"eval/{s}.zh.{k}.jsonl" for s in ("test", "test-hard") for k in ("group", "subgroup")
+    }
+    assert "zh name for every group" in result.not_written["eval/test.zh.group.jsonl"]
+    assert not (tmp_path / "alt/eval/test.zh.group.jsonl").exists()
+    en_group = (tmp_path / "alt/eval/test.en.group.jsonl").read_text("utf-8").splitlines()
+    assert {json.loads(line)["label"] for line in en_group} == {
+        "smileys-emotion", "people-body", "travel-places"
+    }  # fmt: skip
 
 
 def test_transparency_is_composited_onto_the_background(tmp_path: Path, cache: Path) -> None:
@@ -384,5 +468,8 @@ def test_cli_data_emoji(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixtu
          "--limit", "2", "--offline", "--no-progress"]
     )  # fmt: skip
     assert args.run(args) == 0
-    assert "wrote 4 images of 2 emoji" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote 4 images of 2 emoji" in printed
+    assert f"{out / 'train.jsonl'}  (4 rows)" in printed and "eval/" not in printed
     assert len(_manifest(out)) == 4
+    assert len(open_source(out / "train.jsonl")) == 4 and not (out / "eval").exists()

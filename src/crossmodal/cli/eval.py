@@ -32,6 +32,8 @@ _MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # datasets that take on_missing
 
 def add_parser(sub: Any) -> None:
     """Register ``eval`` and its two tasks."""
+    from crossmodal.encoders import DEFAULT_MODEL
+
     p = sub.add_parser(
         "eval",
         help="evaluate a model: zero-shot classification or retrieval, with an HTML report",
@@ -41,7 +43,9 @@ def add_parser(sub: Any) -> None:
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
     for task, text in _TASKS.items():
         t = tasks.add_parser(task, help=text, description=text[0].upper() + text[1:] + ".")
-        t.add_argument("-m", "--model", required=True, help="model spec, e.g. native:ViT-B-32@w")
+        t.add_argument(
+            "-m", "--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})"
+        )
         t.add_argument("-d", "--data", required=True, help="dataset: folder, manifest or shards")
         t.add_argument("-o", "--out", type=Path, help=f"output folder (default ./eval-out/{task})")
         language = "prompt template language" if task == "zeroshot" else "caption language"
@@ -56,6 +60,15 @@ def add_parser(sub: Any) -> None:
             action="store_true",
             help="stop at the first bad image or missing file instead of skipping it",
         )
+        if task == "zeroshot":
+            t.add_argument(
+                "--template",
+                action="append",
+                dest="templates",
+                metavar="TEXT",
+                help="a prompt template with one '{}' for the class name (repeat to average "
+                "several; default: the built-in set of --language)",
+            )
         for column in ("image", "caption", "label"):
             t.add_argument(
                 f"--{column}-column",
@@ -76,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         language=args.language,
         progress=not args.no_progress and sys.stderr.isatty(),
         on_error="raise" if args.strict else "skip",
+        templates=tuple(args.templates) if getattr(args, "templates", None) else None,
     )
     columns = {
         f"{c}_column": getattr(args, f"{c}_column")

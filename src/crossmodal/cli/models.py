@@ -18,9 +18,11 @@ def run(args: argparse.Namespace) -> int:
     """Print the registry."""
     from crossmodal.encoders import BACKENDS, DEFAULT_MODEL
     from crossmodal.encoders.availability import backend_status
+    from crossmodal.models.bundled import list_bundled
     from crossmodal.models.config import estimate_parameters
     from crossmodal.models.registry import get_model_config, list_models
 
+    bundled = set(list_bundled())
     rows = []
     for name in list_models():
         cfg = get_model_config(name)
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
                 "vision": f"{cfg.vision.layers}x{cfg.vision.width}",
                 "text": f"{cfg.text.layers}x{cfg.text.width}",
                 "params_m": round(estimate_parameters(cfg) / 1e6, 1),
+                "weights": "bundled" if name in bundled else "",
             }
         )
     backends = {b: backend_status(b) for b in BACKENDS}
@@ -42,12 +45,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"default model: {DEFAULT_MODEL}\n")
     print(
         f"{'native model':<22}{'dim':>5}{'input':>7}{'patch':>6}{'vision':>10}{'text':>9}"
-        f"{'params':>9}"
+        f"{'params':>9}  weights"
     )
     for r in rows:
         print(
             f"{r['name']:<22}{r['embed_dim']:>5}{r['image_size']:>7}{r['patch_size']:>6}"
-            f"{r['vision']:>10}{r['text']:>9}{r['params_m']:>8}M"
+            f"{r['vision']:>10}{r['text']:>9}{r['params_m']:>8}M  {r['weights']}"
         )
     print("\nbackend   status")
     for name, status in backends.items():

@@ -10,7 +10,8 @@
 with ``@weights`` (fine-tuning), trains it with the contrastive objective and writes
 ``OUT/model.safetensors`` (architecture included, so ``native:@OUT/model.safetensors``
 loads it), ``OUT/metrics.csv`` and ``OUT/checkpoints/``; ``--eval-data`` adds a retrieval
-evaluation in ``OUT/eval/``.
+evaluation in ``OUT/eval/``. Under ``torchrun --nproc-per-node N -m crossmodal train ...``
+it trains data parallel (``--batch-size`` per rank); rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -86,6 +87,19 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of weights, order, augmentation")
     p.add_argument("--no-augment", action="store_true", help="no random crop or rotation")
     p.add_argument(
+        "--crop-scale",
+        type=float,
+        default=0.8,
+        help="smallest area fraction of the random resized crop (0.8)",
+    )
+    p.add_argument("--rotation", type=float, default=5.0, help="max rotation, degrees (5)")
+    p.add_argument(
+        "--color-jitter",
+        type=float,
+        default=0.0,
+        help="brightness/contrast/saturation jitter j: factors in [1-j, 1+j] (0: off)",
+    )
+    p.add_argument(
         "--save-dtype",
         choices=("fp32", "bf16", "fp16"),
         default="fp32",
@@ -118,6 +132,7 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         TrainAugment,
         build_pair_loader_factory,
     )
+    from crossmodal.train.rng import seed_everything
 
     no_length = args.steps is None and args.epochs is None
     config = TrainConfig(
@@ -142,8 +157,17 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     source = _open_dataset(args.data)  # before the model: fail fast on a typo
+    seed_everything(args.seed)  # a fresh model's initial weights follow --seed
     model = build_model(args.model, args.tokenizer)
-    augment = TrainAugment.off() if args.no_augment else TrainAugment()
+    augment = (
+        TrainAugment.off()
+        if args.no_augment
+        else TrainAugment(
+            crop_scale=(args.crop_scale, 1.0),
+            rotation=args.rotation,
+            color_jitter=args.color_jitter,
+        )
+    )
     dataset = CaptionPairDataset(
         source,
         build_preprocess(model.config),
@@ -202,13 +226,19 @@ def _attach_tokenizer(config: CLIPConfig, path: Path) -> CLIPConfig:
 def run(args: argparse.Namespace) -> int:
     """Build the job, train, save the weights, optionally evaluate, print a summary."""
     from crossmodal.models.weights import save_weights
+    from crossmodal.train import distributed
     from crossmodal.train.loop import train
     from crossmodal.train.objective import build_objective
 
-    job = build_job(args)
-    result = train(
-        job.model, build_objective("contrastive"), job.data, job.config, resume=args.resume
-    )
+    # Under torchrun every rank trains; only rank 0 saves, evaluates and prints.
+    with distributed.process_group(args.device):
+        job = build_job(args)
+        result = train(
+            job.model, build_objective("contrastive"), job.data, job.config, resume=args.resume
+        )
+        main = distributed.is_main()
+    if not main:
+        return 0
     import torch
 
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -14,6 +14,7 @@ from crossmodal.encoders.base import FloatArray
 from crossmodal.encoders.runtime import resolve_device, resolve_dtype, unit_rows
 from crossmodal.encoders.spec import ModelSpec
 from crossmodal.errors import CheckpointError, ConfigError
+from crossmodal.models.bundled import bundled_weights
 from crossmodal.models.clip import CLIP
 from crossmodal.models.config import CLIPConfig
 from crossmodal.models.registry import get_model_config
@@ -108,6 +109,8 @@ def load_native(spec: ModelSpec, device: str = "auto", precision: str = "auto") 
         weights = spec.name  # 'native:/path/to/hf-dir': architecture from config.json
     elif spec.name:
         config = get_model_config(spec.name)
+        if weights is None and (packaged := bundled_weights(spec.name)) is not None:
+            weights, config = str(packaged), None  # the file records its own architecture
     if weights is None:
         assert config is not None
         log.warning(

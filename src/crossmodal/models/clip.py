@@ -120,6 +120,28 @@ class Transformer(nn.Module):
         return x
 
 
+class ConvStem(nn.Module):
+    """Pixels → (B, width, g, g) tokens by stride-2 3x3 convolutions with GELU between them.
+
+    Each convolution halves the side, so log2(patch_size) of them give the same g x g grid as
+    a patch_size patch embedding; the last one outputs the transformer width and is linear
+    (``ln_pre`` normalises the tokens next).
+    """
+
+    def __init__(self, channels: tuple[int, ...]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip((3, *channels), channels, strict=False)):
+            if i:
+                layers.append(nn.GELU())
+            layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, 3, S, S) → (B, width, S / patch_size, S / patch_size)."""
+        return self.layers(x)  # type: ignore[no-any-return]
+
+
 class VisionTower(nn.Module):
     """h_i: a ViT. Patches → tokens (+ class token, + positions) → transformer → [cls] → W_i."""
 
@@ -127,7 +149,11 @@ class VisionTower(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = cfg.width
-        self.conv1 = nn.Conv2d(3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.conv1: nn.Module
+        if cfg.stem == "conv":
+            self.conv1 = ConvStem(cfg.stem_channels)
+        else:
+            self.conv1 = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size, bias=False)
         scale = w**-0.5
         self.class_embedding = nn.Parameter(scale * torch.randn(w))
         self.positional_embedding = nn.Parameter(scale * torch.randn(cfg.grid_size**2 + 1, w))
@@ -138,7 +164,7 @@ class VisionTower(nn.Module):
 
     def forward(self, pixels: Tensor) -> TowerOutput:
         """pixels (B, 3, S, S), normalised → embedding (B, D) and tokens (B, 1 + N, width)."""
-        x = self.conv1(pixels.to(self.conv1.weight.dtype))  # (B, width, g, g)
+        x = self.conv1(pixels.to(self.class_embedding.dtype))  # (B, width, g, g)
         x = x.flatten(2).transpose(1, 2)  # (B, N, width), N = g*g patches
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # (B, 1+N, w)
@@ -221,7 +247,7 @@ class CLIP(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the weights (float32, or bfloat16 after ``.to(torch.bfloat16)``)."""
-        return self.visual.conv1.weight.dtype
+        return self.visual.class_embedding.dtype
 
     def encode_image(self, pixels: Tensor, normalize: bool = True) -> Tensor:
         """h_i for a batch of preprocessed images (B, 3, S, S) → (B, D)."""

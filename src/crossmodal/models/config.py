@@ -24,11 +24,21 @@ class VisionConfig:
     mlp_ratio: float = 4.0  # MLP hidden size as a multiple of width
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # pixel mean (RGB)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # pixel std (RGB)
+    # how pixels become tokens: "patch", one patch_size-strided linear projection (ViT, CLIP);
+    # "conv", log2(patch_size) stride-2 3x3 convolutions (Xiao et al. 2021, "Early
+    # convolutions help transformers see better"): same tokens, better sample efficiency
+    stem: Literal["patch", "conv"] = "patch"
 
     @property
     def grid_size(self) -> int:
         """Patches along one side."""
         return self.image_size // self.patch_size
+
+    @property
+    def stem_channels(self) -> tuple[int, ...]:
+        """Output channels of each stride-2 convolution of the conv stem (ending at width)."""
+        n = self.patch_size.bit_length() - 1
+        return tuple(max(self.width >> (n - 1 - k), 8) for k in range(n))
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,13 @@ class CLIPConfig:
             raise ConfigError(
                 f"vision.image_size={v.image_size} is not a multiple of "
                 f"vision.patch_size={v.patch_size}"
+            )
+        if v.stem not in ("patch", "conv"):
+            raise ConfigError(f"vision.stem={v.stem!r}: expected 'patch' or 'conv'")
+        if v.stem == "conv" and (v.patch_size < 2 or v.patch_size & (v.patch_size - 1)):
+            raise ConfigError(
+                f"vision.stem='conv' needs a power-of-two patch_size (stride-2 convolutions), "
+                f"not {v.patch_size}"
             )
         for tower, cfg in (("vision", v), ("text", t)):
             if cfg.width % cfg.heads:
@@ -138,8 +155,13 @@ def estimate_parameters(config: CLIPConfig) -> int:
         norms = 4 * width
         return (attn + mlp + norms) * layers
 
+    if v.stem == "conv":
+        channels = (3, *v.stem_channels)  # 3x3 convolutions with biases
+        stem = sum(9 * a * b + b for a, b in zip(channels, channels[1:], strict=False))
+    else:
+        stem = 3 * v.patch_size**2 * v.width  # patch embedding (no bias)
     vision = (
-        3 * v.patch_size**2 * v.width  # patch embedding (no bias)
+        stem
         + v.width * (v.grid_size**2 + 2)  # positions and the class token
         + 4 * v.width  # ln_pre, ln_post
         + blocks(v.width, v.layers, v.mlp_ratio)

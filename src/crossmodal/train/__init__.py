@@ -11,7 +11,8 @@ cross-entropy), :mod:`~crossmodal.train.objective` (model + loss behind ``traini
 :mod:`~crossmodal.train.optim` (AdamW groups, warmup + cosine), :mod:`~crossmodal.train.freeze`
 (locked towers, WiSE-FT), :mod:`~crossmodal.train.checkpoint` (atomic, weights-only
 checkpoints), :mod:`~crossmodal.train.data_order` (resumable data order),
-:mod:`~crossmodal.train.loop` (the loop itself).
+:mod:`~crossmodal.train.loop` (the loop itself), :mod:`~crossmodal.train.distributed`
+(the ``torchrun`` process group: data-parallel training).
 """
 
 from __future__ import annotations

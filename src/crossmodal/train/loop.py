@@ -18,6 +18,19 @@ ran straight through (on the same machine and thread count).
 
 Writes ``out_dir/metrics.csv`` (one row per step), ``out_dir/checkpoints/`` and, at the end,
 ``out_dir/curves.png``.
+
+Data parallel, under ``torchrun`` (:mod:`crossmodal.train.distributed`): when a process group
+is live, the objective calls the model through ``DistributedDataParallel`` (the objective's
+loss gathers features across ranks itself), ``config.batch_size`` is the batch of each rank
+and every rank trains on its rows of the same global batches (:mod:`~crossmodal.train.data_order`),
+so N ranks with batch B follow the run of one process with batch N·B. With ``accum_steps > 1``
+every micro-batch runs under ``no_sync()`` and the accumulated gradients are averaged in one
+all-reduce before clipping: the contrastive objective lets the logit scale's gradient flow in
+the first micro-batch only, so the last backward does not reach every parameter and DDP's own
+reducer, which needs that, cannot be the one to synchronise. The logged loss is the mean over
+ranks and a non-finite loss or gradient norm stops every rank at the same step. Only rank 0
+writes metrics, curves and checkpoints (the other ranks wait for each checkpoint at a barrier);
+a resume loads the checkpoint on every rank. Checkpoints hold the unwrapped model's weights.
 """
 
 from __future__ import annotations
@@ -37,7 +50,9 @@ from tqdm import tqdm
 from crossmodal.encoders.runtime import resolve_device, resolve_dtype
 from crossmodal.errors import CheckpointError, ConfigError
 from crossmodal.models.weights import load_weights
+from crossmodal.train import distributed
 from crossmodal.train.checkpoint import (
+    checkpoint_name,
     latest_checkpoint,
     load_checkpoint_state,
     save_rotating_checkpoint,
@@ -47,13 +62,15 @@ from crossmodal.train.data_order import (
     Batch,
     DataOrder,
     DataSource,
+    Shard,
     batches_per_epoch,
     count_samples,
     epoch_batches,
+    live_shard,
 )
 from crossmodal.train.errors import NonFiniteLossError
 from crossmodal.train.freeze import lock_image_tower, lock_text_tower
-from crossmodal.train.objective import ForwardContext, Objective
+from crossmodal.train.objective import ForwardContext, Objective, StepOutput
 from crossmodal.train.optim import (
     apply_schedule,
     build_optimizer,
@@ -75,9 +92,9 @@ class TrainResult:
     steps: int  # optimizer steps completed by the run (including those before a resume)
     epoch: int  # index of the epoch the run ended in
     loss: float  # loss of the last step (NaN if no step ran)
-    samples: int  # samples processed by this call
+    samples: int  # samples processed by this call, all ranks together
     seconds: float  # wall time of this call's steps
-    samples_per_s: float  # samples / seconds
+    samples_per_s: float  # samples / seconds (all ranks)
     checkpoint: Path | None  # the last checkpoint written
     resumed_from: Path | None  # the checkpoint this call resumed from
     metrics_path: Path  # metrics.csv
@@ -98,7 +115,9 @@ class _Position:
 class _Run:
     """The live pieces of one training call."""
 
-    model: nn.Module
+    model: nn.Module  # the model itself: optimizer, checkpoints and weights refer to it
+    forward_model: nn.Module  # what the objective calls: the DDP wrapper, or the model
+    shard: Shard  # this rank's part of every global batch
     objective: Objective
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -124,11 +143,15 @@ def forward_context_for(precision: str, device: torch.device) -> ForwardContext:
     return nullcontext
 
 
-def total_steps_for(config: TrainConfig, data: DataSource) -> int:
-    """``total_steps``, or the optimizer steps in ``epochs`` passes over the data."""
+def total_steps_for(config: TrainConfig, data: DataSource, shard: Shard | None = None) -> int:
+    """``total_steps``, or the optimizer steps in ``epochs`` passes over the data.
+
+    With a ``shard`` of several ranks an epoch is its complete global batches, the same
+    number of steps on every rank.
+    """
     if config.total_steps is not None:
         return config.total_steps
-    n = batches_per_epoch(data)
+    n = batches_per_epoch(data, shard)
     if n is None:
         raise ConfigError("TrainConfig.epochs needs data with a length; set total_steps instead")
     steps = (config.epochs or 0) * n // config.accum_steps
@@ -169,10 +192,12 @@ def train(
     metrics_path = out_dir / "metrics.csv"
     start = time.perf_counter()
     resume_step = pos.step if resumed is not None else None
-    with MetricsLog(metrics_path, resume_step=resume_step) as run.metrics:
+    main = distributed.is_main()
+    with MetricsLog(metrics_path, resume_step=resume_step) if main else nullcontext() as rows:
+        run.metrics = rows
         _run_epochs(run, data, pos)
     seconds = time.perf_counter() - start
-    curves = plot_curves(metrics_path, out_dir / "curves.png") if config.plot else None
+    curves = plot_curves(metrics_path, out_dir / "curves.png") if config.plot and main else None
     return TrainResult(
         steps=pos.step,
         epoch=pos.epoch,
@@ -188,7 +213,7 @@ def train(
 
 
 def _setup(model: nn.Module, objective: Objective, data: DataSource, config: TrainConfig) -> _Run:
-    device = resolve_device(config.device)
+    device = distributed.rank_device(resolve_device(config.device))
     model.to(device)
     model.train()
     if config.lock_image:
@@ -196,19 +221,24 @@ def _setup(model: nn.Module, objective: Objective, data: DataSource, config: Tra
     if config.lock_text:
         lock_text_tower(model, config.unlocked_blocks)
     optimizer = build_optimizer(model, config.lr, config.weight_decay, config.betas, config.eps)
-    total = total_steps_for(config, data)
+    shard = live_shard()
+    total = total_steps_for(config, data, shard)
     scheduler = build_scheduler(optimizer, config.warmup_steps, total, config.min_lr)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
-        "training %s with %s on %s: %d steps, %d trainable parameters",
+        "training %s with %s on %s (rank %d of %d): %d steps, %d trainable parameters",
         config.model,
         config.objective,
         device,
+        shard.rank,
+        shard.world,
         total,
         trainable,
     )
     return _Run(
         model=model,
+        forward_model=_wrap_ddp(model, device),
+        shard=shard,
         objective=objective,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -218,6 +248,15 @@ def _setup(model: nn.Module, objective: Objective, data: DataSource, config: Tra
         generator=torch.Generator().manual_seed(config.seed),
         total_steps=total,
     )
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel(model)`` in a live process group (its construction
+    broadcasts rank 0's weights), else ``model`` itself."""
+    if not distributed.is_live():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def _resume(run: _Run, directory: Path) -> _Position | None:
@@ -253,13 +292,14 @@ def _resume(run: _Run, directory: Path) -> _Position | None:
 
 def _run_epochs(run: _Run, data: DataSource, pos: _Position) -> None:
     micro: list[Batch] = []
-    bar = tqdm(total=run.total_steps, initial=pos.step, disable=not run.config.progress)
+    show = run.config.progress and distributed.is_main()
+    bar = tqdm(total=run.total_steps, initial=pos.step, disable=not show)
     run.tick = time.perf_counter()
     try:
         while pos.step < run.total_steps:
             run.generator.set_state(pos.epoch_state)
             seen = pos.batches_done
-            for batch in epoch_batches(data, run.generator, skip=pos.batches_done):
+            for batch in epoch_batches(data, run.generator, pos.batches_done, run.shard):
                 micro.append({k: v.to(run.device) for k, v in batch.items()})
                 pos.batches_done += 1
                 if len(micro) == run.config.accum_steps:
@@ -277,12 +317,30 @@ def _run_epochs(run: _Run, data: DataSource, pos: _Position) -> None:
         bar.close()
 
 
+def _backward(run: _Run, micro: list[Batch], params: list[nn.Parameter]) -> StepOutput:
+    """The objective's accumulated backward, gradients averaged over the ranks.
+
+    One micro-batch: DDP's reducer averages during the backward. Several: no
+    synchronisation until the end, then one all-reduce (see the module docstring for why).
+    """
+    ddp = run.forward_model
+    if len(micro) == 1 or not isinstance(ddp, nn.parallel.DistributedDataParallel):
+        return run.objective.backward_step(ddp, micro, run.forward_context)
+    with ddp.no_sync():
+        out = run.objective.backward_step(ddp, micro, run.forward_context)
+    distributed.average_gradients(params)
+    return out
+
+
 def _optimizer_step(run: _Run, micro: list[Batch], pos: _Position) -> None:
-    out = run.objective.backward_step(run.model, micro, run.forward_context)
-    loss = float(out.loss)
     params = [p for g in run.optimizer.param_groups for p in g["params"]]
+    out = _backward(run, micro, params)
+    loss = distributed.all_reduce_mean(float(out.loss))  # non-finite on any rank: on all
     grad_norm = clip_gradients(params, run.config.grad_clip) if math.isfinite(loss) else loss
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+    if distributed.any_rank(not (math.isfinite(loss) and math.isfinite(grad_norm))):
+        # Synchronised gradients give every rank the same norm; report NaN here should another
+        # rank alone have seen a non-finite one.
+        grad_norm = grad_norm if not math.isfinite(grad_norm) else math.nan
         run.optimizer.zero_grad(set_to_none=True)
         what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
         raise NonFiniteLossError(pos.step + 1, what, value)
@@ -291,7 +349,7 @@ def _optimizer_step(run: _Run, micro: list[Batch], pos: _Position) -> None:
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
     pos.step += 1
-    samples = sum(count_samples(b) for b in micro)
+    samples = sum(count_samples(b) for b in micro) * run.shard.world
     seconds = time.perf_counter() - run.tick  # data loading included, checkpointing not
     run.loss, run.samples = loss, run.samples + samples
     row = {
@@ -323,9 +381,15 @@ def _optimizer_step(run: _Run, micro: list[Batch], pos: _Position) -> None:
 
 
 def _save(run: _Run, pos: _Position) -> None:
+    """Rank 0 writes the checkpoint; the others wait until it is complete."""
+    directory = Path(run.config.out_dir) / "checkpoints"
+    if not distributed.is_main():
+        distributed.barrier()
+        run.checkpoint = directory / checkpoint_name(pos.step)
+        return
     data = DataOrder(pos.epoch, pos.epoch_state, pos.batches_done)
     run.checkpoint = save_rotating_checkpoint(
-        Path(run.config.out_dir) / "checkpoints",
+        directory,
         run.config.keep_checkpoints,
         run.model,
         run.optimizer,
@@ -336,3 +400,4 @@ def _save(run: _Run, pos: _Position) -> None:
         {**capture_rng_state(), "data": data.to_dict()},
     )
     log.info("saved checkpoint %s", run.checkpoint)
+    distributed.barrier()

@@ -2,12 +2,13 @@
 
 :func:`build_emoji_dataset` fetches the source packages by name (npm, pip) into a cache, joins
 every image to Emojibase's English and Chinese labels, and writes images, a manifest,
-WebDataset shards, OpenCLIP CSVs, an attribution file and statistics. ``crossmodal data
-emoji`` is its command line.
+WebDataset shards, OpenCLIP CSVs, ready-to-use training and evaluation manifests, an
+attribution file and statistics. ``crossmodal data emoji`` is its command line.
 
 Modules: ``sources`` (fetching, caching, reading package archives), ``labels`` (Emojibase,
 the join key, captions), ``render`` (SVG rasterising, one RGB format), ``writers`` (the
-dataset's files, atomic publishing) and ``build`` (the pipeline and its config).
+dataset's files, atomic publishing), ``tasks`` (the ``train.jsonl`` and ``eval/`` manifests)
+and ``build`` (the pipeline and its config).
 """
 
 from __future__ import annotations

@@ -13,7 +13,17 @@ end, so a failed or killed build leaves the previous dataset as it was::
       manifest.jsonl                   one ManifestRow per (style, emoji) image
       shards/<split>-000000.tar        WebDataset: key.png, key.json (the row), key.txt
       train.csv, train_en.csv          OpenCLIP CSV (tab, filepath/title): (image, caption) rows
+      train.jsonl                      crossmodal train --data: train image, all EN+ZH captions
+      eval/<split>.<lang>.retrieval.jsonl   crossmodal eval retrieval: image, [label in <lang>]
+      eval/<split>.<lang>.group.jsonl       crossmodal eval zeroshot: image, group name
+      eval/<split>.<lang>.subgroup.jsonl    crossmodal eval zeroshot: image, subgroup name
       ATTRIBUTION.md  stats.json
+
+``<split>`` is ``test`` or ``test-hard`` and ``<lang>`` is ``en`` or ``zh``; image paths in
+every manifest are relative to its own folder. :mod:`~crossmodal.data.emoji.tasks` describes
+these task manifests, and how retrieval treats emoji drawn identically. ``stats.json`` lists
+the manifests written (``manifests``) and any left out with the reason
+(``manifests_not_written``).
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from crossmodal.data.emoji.sources import (
     read_datasource_images,
     read_openmoji_svgs,
 )
+from crossmodal.data.emoji.tasks import write_task_manifests
 from crossmodal.data.emoji.writers import (
     DATASET_NAME,
     SPLITS,
@@ -97,6 +108,7 @@ class BuildResult:
     out_dir: Path  # the dataset folder
     rows: int  # images in the manifest
     stats: dict[str, Any]  # the content of stats.json
+    manifests: tuple[Path, ...] = ()  # train.jsonl and the eval/ manifests written, in out_dir
 
 
 def build_emoji_dataset(config: EmojiBuildConfig) -> BuildResult:
@@ -125,15 +137,19 @@ def build_emoji_dataset(config: EmojiBuildConfig) -> BuildResult:
         write_jsonl(tmp / "manifest.jsonl", (row.to_json() for row in rows))
         shards = write_shards(tmp / "shards", rows, shard_size=config.shard_size, seed=config.seed)
         csv_rows = write_csv(tmp, rows, config.out_dir.resolve())
+        tasks = write_task_manifests(tmp, rows, emojibase.group_names)
         attribution = attribution_text(versions, config.styles, config.size)
         (tmp / "ATTRIBUTION.md").write_text(attribution, encoding="utf-8")
         stats = _stats(rows, config, versions, label_counts, join_stats, failures)
         stats.update(concepts_in_all_styles=in_all, concepts_kept=len(kept))
-        stats.update(shards=shards, csv_rows=csv_rows, bytes=folder_bytes(tmp))
+        stats.update(shards=shards, csv_rows=csv_rows)
+        stats.update(manifests=tasks.written, manifests_not_written=tasks.not_written)
+        stats["bytes"] = folder_bytes(tmp)
         stats["build_seconds"] = round(time.perf_counter() - started, 2)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     log.info("wrote %d images to %s in %.1fs", len(rows), config.out_dir, stats["build_seconds"])
-    return BuildResult(config.out_dir, len(rows), stats)
+    manifests = tuple(config.out_dir / name for name in tasks.written)
+    return BuildResult(config.out_dir, len(rows), stats, manifests)
 
 
 def _check_config(config: EmojiBuildConfig) -> None:

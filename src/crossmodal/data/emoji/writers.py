@@ -21,8 +21,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from crossmodal.atomic import atomic_write
 from crossmodal.data.emoji.sources import SOURCE_PACKAGES, STYLES
 from crossmodal.data.images import BACKGROUND
 from crossmodal.errors import InputError
@@ -77,11 +78,22 @@ class ManifestRow:
         return asdict(self)
 
 
-def write_jsonl(path: Path, objects: Iterable[dict[str, Any]]) -> None:
-    """One JSON object a line, UTF-8."""
-    with path.open("w", encoding="utf-8") as f:
+def write_jsonl(path: Path, objects: Iterable[dict[str, Any]]) -> int:
+    """One JSON object a line, UTF-8, written atomically (missing folders made); returns lines.
+
+    Written through :func:`crossmodal.atomic.atomic_write`, so a reader of an existing file
+    sees the old content or the new, never half a file.
+    """
+    count = 0
+
+    def write(f: BinaryIO) -> None:
+        nonlocal count
         for obj in objects:
-            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            f.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
+            count += 1
+
+    atomic_write(path, write)
+    return count
 
 
 def write_shards(

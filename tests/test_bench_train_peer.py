@@ -1,0 +1,62 @@
+"""benchmarks/train_peer.py: architecture parity, the data plan and the log parser (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "train_peer.py"
+
+
+@pytest.fixture(scope="module")
+def peer() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("train_peer", _PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_peer"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_openclip_config_has_the_same_parameters(peer: ModuleType, tmp_path: Path) -> None:
+    pytest.importorskip("open_clip")
+    config = tmp_path / "peer-test-tiny.json"
+    config.write_text(json.dumps(peer.openclip_model_config("test-tiny")))
+    native, openclip = peer.count_parameters_both("test-tiny", config)
+    assert native == openclip
+
+
+def test_plan_data_runs_exactly_the_steps(peer: ModuleType, tmp_path: Path) -> None:
+    csv = tmp_path / "train.csv"
+    csv.write_text("filepath\ttitle\n" + "".join(f"/img/{i}.png\tcap {i}\n" for i in range(50)))
+    cfg = peer.PeerConfig(
+        train_csv=csv, evals=(), model="test-tiny", out=tmp_path / "out", batch_size=4, steps=30
+    )
+    plan = peer.plan_data(cfg)
+    # 12 batches fit in one pass; the smallest divisor of 30 with 30/E <= 12 is E = 3
+    assert (plan.epochs, plan.rows, plan.source_rows) == (3, 40, 50)
+    lines = plan.csv.read_text().splitlines()
+    assert lines[0] == "filepath\ttitle" and len(lines) == 41 and len(set(lines)) == 41
+
+
+def test_plan_data_refuses_a_csv_without_the_columns(peer: ModuleType, tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("image,caption\na.png,x\n")
+    cfg = peer.PeerConfig(train_csv=csv, evals=(), model="test-tiny", out=tmp_path, steps=1)
+    with pytest.raises(peer.PeerError, match="filepath"):
+        peer.plan_data(cfg)
+
+
+def test_openclip_log_line_parses(peer: ModuleType) -> None:
+    line = (
+        "2026-11-29,06:52:05 | INFO | Train Epoch: 0 [32/32 (100%)] Data (t): 0.015 "
+        "Batch (t): 0.133, 60.2468/s, 60.2468/s/gpu LR: 0.000125 Logit Scale: 14.267 "
+        "Contrastive_loss: 2.3671 (2.6157) Loss: 2.3671 (2.6157)"
+    )
+    m = peer._OC_LINE.search(line)
+    assert m is not None and float(m["sps"]) == 60.2468 and float(m["loss"]) == 2.3671
