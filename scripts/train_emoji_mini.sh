@@ -19,9 +19,9 @@ EVAL=$WORK/eval
 mkdir -p "$RUN" "$EVAL"
 
 # Training recipe (the numbers the shipped weights were trained with).
-STEPS=${STEPS:-2600}
+STEPS=${STEPS:-2000}
 BATCH=${BATCH:-128}
-LR=${LR:-1e-3}
+LR=${LR:-3e-4}
 WARMUP=${WARMUP:-100}
 
 # 1. The dataset: Twemoji + Noto (train), OpenMoji colour (test), OpenMoji black (test-hard).

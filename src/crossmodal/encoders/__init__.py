@@ -20,9 +20,9 @@ __all__ = [
     "parse_spec",
 ]
 
-# The model every command uses when none is named. Until the embedded emoji-mini model ships
-# (issue 4) this is a randomly initialised ViT-B/32: right shapes and speed, no meaning.
-DEFAULT_MODEL = "native:ViT-B-32"
+# The model every command uses when none is named: emoji-mini, trained by us on the bilingual
+# emoji dataset (scripts/train_emoji_mini.sh), its weights shipped in crossmodal/assets/.
+DEFAULT_MODEL = "native:emoji-mini"
 
 
 class _Loader(Protocol):
