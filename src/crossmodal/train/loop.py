@@ -21,16 +21,17 @@ Writes ``out_dir/metrics.csv`` (one row per step), ``out_dir/checkpoints/`` and,
 
 Data parallel, under ``torchrun`` (:mod:`crossmodal.train.distributed`): when a process group
 is live, the objective calls the model through ``DistributedDataParallel`` (the objective's
-loss gathers features across ranks itself), ``config.batch_size`` is the batch of each rank
-and every rank trains on its rows of the same global batches (:mod:`~crossmodal.train.data_order`),
+loss gathers features across ranks itself), ``config.batch_size`` is the batch of each rank and
+every rank trains on its rows of the same global batches (:mod:`~crossmodal.train.data_order`),
 so N ranks with batch B follow the run of one process with batch N·B. With ``accum_steps > 1``
 every micro-batch runs under ``no_sync()`` and the accumulated gradients are averaged in one
-all-reduce before clipping: the contrastive objective lets the logit scale's gradient flow in
-the first micro-batch only, so the last backward does not reach every parameter and DDP's own
-reducer, which needs that, cannot be the one to synchronise. The logged loss is the mean over
-ranks and a non-finite loss or gradient norm stops every rank at the same step. Only rank 0
-writes metrics, curves and checkpoints (the other ranks wait for each checkpoint at a barrier);
-a resume loads the checkpoint on every rank. Checkpoints hold the unwrapped model's weights.
+all-reduce before clipping: the objective owns the micro-batch loop (the contrastive one runs a
+cached no-grad pass, then one backward per micro-batch, and lets the logit scale's gradient
+flow in one of them only), so the loop cannot leave just "the last backward" to DDP's reducer.
+The logged loss is the mean over ranks and a non-finite loss or gradient norm stops every rank
+at the same step. Only rank 0 writes metrics, curves and checkpoints (the other ranks wait for
+each checkpoint at a barrier); a resume loads the checkpoint on every rank. Checkpoints hold
+the unwrapped model's weights.
 """
 
 from __future__ import annotations

@@ -26,15 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossmodal.errors import InputError
+from crossmodal.train import distributed
 
 __all__ = ["ClipLoss", "CrossEntropyLoss", "gather_features"]
-
-
-def _world() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) when not distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def gather_features(h: Tensor) -> Tensor:
@@ -42,8 +36,7 @@ def gather_features(h: Tensor) -> Tensor:
 
     Every rank must pass the same B. Outside a process group this returns ``h`` itself.
     """
-    _, world = _world()
-    if world == 1:
+    if distributed.world_size() == 1:
         return h
     from torch.distributed.nn.functional import all_gather
 
@@ -71,7 +64,8 @@ class ClipLoss(nn.Module):
             raise InputError(
                 f"h_i {tuple(h_i.shape)} and h_t {tuple(h_t.shape)} must both be (B, D)"
             )
-        rank, world = _world() if self.distributed else (0, 1)
+        live = self.distributed
+        rank, world = (distributed.rank(), distributed.world_size()) if live else (0, 1)
         B = h_i.shape[0]
         # The softmax runs in fp32 even under bf16 autocast: logits up to 100 need the range.
         with torch.autocast(device_type=h_i.device.type, enabled=False):
