@@ -39,7 +39,8 @@ fi
 "$PY" -m crossmodal train --data "$DATA/train.jsonl" --model emoji-mini \
     --tokenizer "$RUN/tokenizer.json" --out "$RUN" --resume \
     --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" \
-    --color-jitter 0.2 --checkpoint-every 200 --precision fp32 --save-dtype bf16
+    --color-jitter 0.2 --zoom-out 0.6 --outline 0.3 --line-art 0.15 --grayscale 0.1 \
+    --checkpoint-every 200 --precision fp32 --save-dtype bf16
 
 # 4. Held-out evaluation: 1,911-way retrieval in English and Chinese on both OpenMoji
 #    styles, and zero-shot group / subgroup classification.

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from crossmodal.cli.main import build_parser, main
 from crossmodal.cli.train import build_job
+from crossmodal.data.images import load_image
 from crossmodal.data.sources import open_source
 from crossmodal.encoders import load_encoder
 from crossmodal.encoders.native import build_preprocess, build_tokenizer
@@ -31,7 +32,6 @@ from crossmodal.train.data_order import Batch, BatchFactory
 from crossmodal.train.dataset import (
     CaptionPairDataset,
     TrainAugment,
-    apply_augment,
     build_pair_loader_factory,
 )
 from crossmodal.train.objective import build_objective
@@ -188,23 +188,30 @@ def test_dataset_skips_and_counts(manifest: Path) -> None:
     assert dataset.undecodable == 1
     reasons = {Path(s.source.split(":")[0]).name: s.reason for s in dataset.skipped}
     assert "broken.png" in reasons and "train.csv" in reasons  # missing.png: a manifest row
-    item = dataset[0]
-    assert item["pixels"].shape == (3, 32, 32) and item["pixels"].dtype == torch.float32
-    assert item["ids"].shape == (16,) and item["ids"].dtype == torch.int64
+    batch = dataset.batch([0, 1])
+    assert batch["pixels"].shape == (2, 3, 32, 32) and batch["pixels"].dtype == torch.float32
+    assert batch["ids"].shape == (2, 16) and batch["ids"].dtype == torch.int64
 
 
-def test_augmentation_keeps_shape_and_is_seeded() -> None:
-    image = Image.new("RGB", (70, 31), (10, 200, 30))
-    strong = TrainAugment(crop_scale=(0.3, 0.6), rotation=30, color_jitter=0.4, hflip=True)
-    for seed in range(5):
-        out = apply_augment(image, strong, 32, np.random.default_rng(seed))
-        assert out.size == (32, 32) and out.mode == "RGB"
-    once = apply_augment(image, strong, 32, np.random.default_rng(7))
-    again = apply_augment(image, strong, 32, np.random.default_rng(7))
-    assert np.array_equal(np.asarray(once), np.asarray(again))
-    assert not TrainAugment().hflip and TrainAugment().color_jitter == 0
-    untouched = apply_augment(image, TrainAugment.off(), 32, np.random.default_rng(0))
-    assert np.array_equal(np.asarray(untouched), np.asarray(image))
+def test_cached_and_decoding_datasets_make_the_same_batches(manifest: Path) -> None:
+    cached = _dataset(manifest)
+    config = get_model_config("test-tiny")
+    source = open_source(manifest, on_missing="skip")
+    decoding = CaptionPairDataset(
+        source, build_preprocess(config), build_tokenizer(config), cache=False
+    )
+    assert cached.cached and not decoding.cached
+    a, b = cached.batch(range(8)), decoding.batch(range(8))
+    assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["ids"], b["ids"])
+    # off: the plain evaluation transform, value for value
+    plain = CaptionPairDataset(
+        open_source(manifest, on_missing="skip"),
+        build_preprocess(config),
+        build_tokenizer(config),
+        TrainAugment.off(),
+    )
+    expected = build_preprocess(config)(load_image(plain.samples[3].image))
+    assert torch.allclose(plain.batch([3])["pixels"][0], torch.from_numpy(expected), atol=1e-6)
 
 
 def test_fresh_model_takes_a_trained_tokenizer(tmp_path: Path) -> None:

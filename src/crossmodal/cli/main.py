@@ -21,9 +21,9 @@ EXIT_USAGE = 2  # bad command-line usage (argparse's own code)
 
 
 def _commands() -> list[ModuleType]:
-    from crossmodal.cli import data, embed, eval, export_onnx, models, train
+    from crossmodal.cli import data, demo, embed, eval, export_onnx, models, search, train
 
-    return [models, embed, data, export_onnx, eval, train]
+    return [demo, models, embed, search, data, export_onnx, eval, train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -100,6 +100,25 @@ def _add_train_parser(sub: Any) -> None:
         help="brightness/contrast/saturation jitter j: factors in [1-j, 1+j] (0: off)",
     )
     p.add_argument(
+        "--zoom-out",
+        type=float,
+        default=1.0,
+        help="smallest side fraction the picture shrinks to on a padded canvas (1: off)",
+    )
+    p.add_argument("--grayscale", type=float, default=0.0, help="probability of no colour (0)")
+    p.add_argument(
+        "--outline",
+        type=float,
+        default=0.0,
+        help="probability of drawing black contours along colour edges (0; for drawings)",
+    )
+    p.add_argument(
+        "--line-art",
+        type=float,
+        default=0.0,
+        help="probability of keeping only the contours, black on white (0; for drawings)",
+    )
+    p.add_argument(
         "--save-dtype",
         choices=("fp32", "bf16", "fp16"),
         default="fp32",
@@ -166,6 +185,10 @@ def build_job(args: argparse.Namespace) -> TrainJob:
             crop_scale=(args.crop_scale, 1.0),
             rotation=args.rotation,
             color_jitter=args.color_jitter,
+            zoom_out=(args.zoom_out, 1.0),
+            grayscale=args.grayscale,
+            outline=args.outline,
+            line_art=args.line_art,
         )
     )
     dataset = CaptionPairDataset(

@@ -10,6 +10,7 @@ orientation, and transparency composited onto :data:`BACKGROUND`.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
@@ -44,8 +45,15 @@ _RESAMPLE = {
 }  # PreprocessConfig.interpolation → Pillow filter
 
 
-def load_image(source: ImageInput, *, draft_size: int | None = None) -> Image.Image:
+def load_image(
+    source: ImageInput, *, draft_size: int | None = None, max_pixels: int | None = None
+) -> Image.Image:
     """Decode ``source`` into an RGB image, upright and with no transparency.
+
+    A file is decoded by its content, whatever its suffix (a PNG named ``.jpg`` is fine).
+    Truncated files are refused, not padded: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set.
+    Anything that is not a regular file (a directory, a FIFO, a device) is refused before it is
+    opened, so a path can never block the caller.
 
     Args:
         source: A file path, a Pillow image, or a numpy array (``H×W×3`` / ``H×W×4`` RGB(A)
@@ -53,22 +61,30 @@ def load_image(source: ImageInput, *, draft_size: int | None = None) -> Image.Im
         draft_size: For JPEG files, let the decoder downscale by a power of two (1/2, 1/4,
             1/8) as long as both sides stay at least this many pixels. Pass the model's
             input side (:attr:`ImagePreprocess.draft_size`); ``None`` decodes at full size.
+        max_pixels: Refuse a file whose header declares more than this many pixels (width ×
+            height), before decoding it. ``None`` uses Pillow's process-wide
+            ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 unless changed), read at each call.
+            Whatever this says, ``Image.open`` itself refuses more than twice
+            ``PIL.Image.MAX_IMAGE_PIXELS`` (and warns above it): to accept larger images,
+            raise that module constant.
 
     Returns:
         A fully loaded ``RGB`` image. EXIF orientation is applied; alpha and palette
         transparency are composited onto :data:`BACKGROUND`; 16-bit grey is scaled to 8 bits.
 
     Raises:
-        ImageDecodeError: The file is missing, unreadable, truncated, corrupt, not an image,
-            or larger than Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``).
-        InputError: An array of unsupported shape, dtype or range, or another type.
+        ImageDecodeError: The file is missing (or a broken symlink), empty, unreadable, a
+            directory or other non-regular file, truncated, corrupt, not an image, or has more
+            pixels than the limit (see ``max_pixels``). The message names the file.
+        InputError: An array of unsupported shape, dtype or range, another type, or a
+            non-positive ``draft_size`` / ``max_pixels``.
     """
     if isinstance(source, Image.Image):
         return _from_pillow(source)
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, str | os.PathLike):
-        return _from_path(os.fspath(source), draft_size)
+        return _from_path(os.fspath(source), draft_size, max_pixels)
     raise InputError(
         f"cannot load an image from a {type(source).__name__}; "
         "pass a path, a PIL.Image.Image or a numpy array"
@@ -103,33 +119,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise InputError(f"cannot convert an image of mode {image.mode!r} to RGB: {exc}") from exc
 
 
-def _from_path(path: str, draft_size: int | None) -> Image.Image:
-    """Open, draft, fully decode, orient and convert one file."""
+def _from_path(path: str, draft_size: int | None, max_pixels: int | None) -> Image.Image:
+    """Check, open, draft, fully decode, orient and convert one file."""
     if draft_size is not None and draft_size <= 0:
         raise InputError(f"draft_size must be a positive number of pixels, got {draft_size}")
-    try:
-        image = Image.open(path)
-    except FileNotFoundError:
-        raise ImageDecodeError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ImageDecodeError(path, "is a directory, not a file") from None
-    except PermissionError:
-        raise ImageDecodeError(path, "permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(path, "not a recognised image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(path, f"too large, possible decompression bomb: {exc}") from None
-    except Exception as exc:  # Pillow plugins raise many types on bad headers
-        raise ImageDecodeError(path, f"bad header: {_describe(exc)}") from exc
+    if max_pixels is not None and max_pixels <= 0:
+        raise InputError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
+    _check_regular_file(path)
+    image = _open(path)
     try:
         # Image.open only warns between MAX_IMAGE_PIXELS and twice that. Warning filters are
         # process-global and not thread-safe, so decoders on worker threads check here.
-        limit = Image.MAX_IMAGE_PIXELS
+        limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
         if limit is not None and image.width * image.height > limit:
             raise ImageDecodeError(
                 path,
-                f"too large, possible decompression bomb: {image.width}x{image.height} "
-                f"exceeds Image.MAX_IMAGE_PIXELS={limit} pixels",
+                f"too large, possible decompression bomb: {image.width}x{image.height} = "
+                f"{image.width * image.height} pixels exceeds the limit of {limit} pixels "
+                "(max_pixels, by default PIL.Image.MAX_IMAGE_PIXELS)",
             )
         if draft_size is not None and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
@@ -144,12 +151,47 @@ def _from_path(path: str, draft_size: int | None) -> Image.Image:
     except CrossmodalError as exc:  # e.g. a mode with no RGB conversion: name the file
         image.close()
         raise ImageDecodeError(path, str(exc)) from exc
-    except Exception as exc:  # truncated data, corrupt streams, bad EXIF, ...
+    except Exception as exc:  # truncated data, corrupt streams, bad EXIF, GIF frame bombs, ...
         image.close()
         raise ImageDecodeError(path, _describe(exc)) from exc
     if rgb is not image:
         image.close()  # releases the source pixels and any open file
     return rgb
+
+
+def _check_regular_file(path: str) -> None:
+    """Refuse, with a clear reason, what ``Image.open`` would misreport or block on (a FIFO)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        reason = "file not found (broken symlink)" if os.path.islink(path) else "file not found"
+        raise ImageDecodeError(path, reason) from None
+    except PermissionError:
+        raise ImageDecodeError(path, "permission denied") from None
+    except OSError as exc:  # a symlink loop, a name too long, a file used as a directory
+        raise ImageDecodeError(path, exc.strerror or type(exc).__name__) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageDecodeError(path, "is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageDecodeError(path, "not a regular file (a FIFO, socket or device)")
+    if info.st_size == 0:
+        raise ImageDecodeError(path, "empty file (0 bytes)")
+
+
+def _open(path: str) -> Image.Image:
+    """``Image.open``, its many failure types turned into :class:`ImageDecodeError`."""
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise ImageDecodeError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(path, "is a directory, not a file") from None
+    except PermissionError:
+        raise ImageDecodeError(path, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(path, "not an image, or a format Pillow cannot read") from None
+    except Exception as exc:  # Pillow plugins raise many types on bad headers
+        raise ImageDecodeError(path, _describe(exc, context="bad header")) from exc
 
 
 def _from_pillow(image: Image.Image) -> Image.Image:
@@ -192,12 +234,21 @@ def _from_array(array: npt.NDArray[Any]) -> Image.Image:
     return to_rgb(Image.fromarray(np.ascontiguousarray(pixels), mode=mode))
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line reason for a decode failure."""
+def _describe(exc: BaseException, context: str = "") -> str:
+    """A one-line reason for a decode failure, ``context`` first unless it is a known kind."""
     text = str(exc).strip()
-    if isinstance(exc, OSError) and "truncated" in text:
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        # "Image size (N pixels) exceeds limit of M pixels, could be decompression bomb DOS
+        # attack.": M is twice MAX_IMAGE_PIXELS for the error, MAX_IMAGE_PIXELS for the warning.
+        detail = text.split(", could be")[0]
+        return (
+            f"too large, possible decompression bomb: {detail}; "
+            "raise PIL.Image.MAX_IMAGE_PIXELS to accept it"
+        )
+    if isinstance(exc, OSError) and "truncated" in text.lower():
         return f"truncated file: {text}"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{context}: {described}" if context else described
 
 
 @dataclass(frozen=True)
@@ -261,6 +312,14 @@ class ImagePreprocess:
         A non-RGB image is first converted with :func:`to_rgb` (alpha onto
         :data:`BACKGROUND`).
         """
+        pixels = self.square(image).astype(np.float32)
+        pixels /= np.float32(255.0)
+        pixels -= self._mean
+        pixels /= self._std
+        return pixels
+
+    def square(self, image: Image.Image) -> npt.NDArray[np.uint8]:
+        """Resize and centre-crop to the model's square: ``(3, S, S)`` uint8, not normalised."""
         size = self.image_size
         image = to_rgb(image)
         width, height = image.size
@@ -276,11 +335,7 @@ class ImagePreprocess:
             top = int(round((target[1] - size) / 2.0))
             left = int(round((target[0] - size) / 2.0))
             image = image.crop((left, top, left + size, top + size))
-        pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
-        pixels /= np.float32(255.0)
-        pixels -= self._mean
-        pixels /= self._std
-        return pixels
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
     def batch(self, images: Sequence[Image.Image]) -> npt.NDArray[np.float32]:
         """Several images → float32 array of shape ``(B, 3, S, S)``."""

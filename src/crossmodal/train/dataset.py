@@ -1,4 +1,4 @@
-"""Training data: captioned images as a map-style dataset of ``{"pixels", "ids"}`` items.
+"""Training data: captioned images as a map-style dataset, batched into ``{"pixels", "ids"}``.
 
     dataset = CaptionPairDataset(open_source("train.csv"), preprocess, tokenizer, seed=0)
     factory = build_pair_loader_factory(dataset, batch_size=128)
@@ -9,14 +9,20 @@ comes from a numpy generator seeded with ``(seed, epoch_seed, index)``: an item 
 function of those three numbers, so a resumed run rebuilds exactly the batches it skipped.
 :func:`build_pair_loader_factory` draws ``epoch_seed`` from the loop's shuffling generator at
 the start of each epoch, so captions and crops change from epoch to epoch, reproducibly.
+An item carries its image as a model-size uint8 square and its augmentation numbers;
+:class:`PairCollate` makes the pixels of a whole batch at once
+(:mod:`crossmodal.train.augment`).
 
 Bad images are found by **pre-scanning**: the constructor decodes every image once (in a
 thread pool) and keeps only those that decode, recording the others in ``skipped`` with the
 reason. The dataset's length is then exact before training starts (epoch counts, schedules
 and resume offsets stay right), and no batch ever repeats a neighbour in place of a bad
-image. The cost is one extra decode per image per run. Should an image that passed the scan
-fail later (a file replaced mid-run), :meth:`CaptionPairDataset.__getitem__` falls back to
-the next index and counts it in ``late_failures`` rather than crash.
+image. When the decoded squares fit in memory (``cache``, on by default up to
+:data:`CACHE_BYTES`) the scan keeps them, with every caption's token ids, and items cost
+no decoding at all; otherwise each item decodes its file again. Should an image that passed
+the scan fail later (a file replaced mid-run, without the cache),
+:meth:`CaptionPairDataset.__getitem__` falls back to the next index and counts it in
+``late_failures`` rather than crash.
 
 Images go through :func:`~crossmodal.data.images.load_image`, so transparency is composited
 onto the same background as in evaluation and search. A source's samples are held in memory
@@ -28,101 +34,35 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
-from PIL import Image, ImageEnhance
 from torch import Tensor
 
 from crossmodal.data.images import BACKGROUND, ImagePreprocess, load_image
 from crossmodal.data.samples import Sample, Skipped
 from crossmodal.errors import ConfigError, CrossmodalError, InputError
 from crossmodal.text.base import Tokenizer
+from crossmodal.train.augment import TrainAugment, apply_batch, draw_params
 from crossmodal.train.data_order import Batch, BatchFactory, build_loader_factory
 
 __all__ = [
     "CaptionPairDataset",
+    "PairCollate",
     "TrainAugment",
     "TrainItem",
-    "apply_augment",
     "build_pair_loader_factory",
-    "collate",
 ]
 
 log = logging.getLogger(__name__)
 
-TrainItem = dict[str, Tensor]  # {"pixels": (3, S, S) float32, "ids": (T,) int64}
+TrainItem = dict[str, Tensor]  # {"image": (3, S, S) uint8, "ids": (T,) int64, "aug": (K,)}
 
-
-@dataclass(frozen=True)
-class TrainAugment:
-    """Random image augmentation for training; the defaults are mild and keep handedness."""
-
-    crop_scale: tuple[float, float] = (0.8, 1.0)  # area fraction range of the random crop
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect-ratio range of the random crop
-    rotation: float = 5.0  # max rotation in degrees, drawn uniformly in [-rotation, rotation]
-    color_jitter: float = 0.0  # brightness/contrast/saturation factors in [1-j, 1+j]; 0: off
-    hflip: bool = False  # mirror half the images; off: emoji and text have a handedness
-
-    def __post_init__(self) -> None:
-        lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1:
-            raise ConfigError(f"TrainAugment.crop_scale={self.crop_scale}: need 0 < lo <= hi <= 1")
-        r_lo, r_hi = self.crop_ratio
-        if not 0 < r_lo <= r_hi:
-            raise ConfigError(f"TrainAugment.crop_ratio={self.crop_ratio}: need 0 < lo <= hi")
-        if not 0 <= self.rotation <= 180:
-            raise ConfigError(f"TrainAugment.rotation={self.rotation}: need 0..180 degrees")
-        if not 0 <= self.color_jitter < 1:
-            raise ConfigError(f"TrainAugment.color_jitter={self.color_jitter}: need [0, 1)")
-
-    @classmethod
-    def off(cls) -> TrainAugment:
-        """No augmentation: the evaluation transform (centre crop), nothing random."""
-        return cls(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), rotation=0.0)
-
-
-def apply_augment(
-    image: Image.Image, augment: TrainAugment, size: int, rng: np.random.Generator
-) -> Image.Image:
-    """Rotate, random-resized-crop to ``size × size``, jitter and flip ``image`` (RGB).
-
-    Every random number comes from ``rng``; the corners a rotation uncovers are filled with
-    :data:`~crossmodal.data.images.BACKGROUND`. With ``crop_scale == (1, 1)`` there is no
-    crop and the size is kept: the model's preprocess then centre-crops, as in evaluation.
-    """
-    if augment.rotation > 0:
-        angle = float(rng.uniform(-augment.rotation, augment.rotation))
-        image = image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=BACKGROUND)
-    if augment.crop_scale != (1.0, 1.0):
-        box = _crop_box(image.size, augment, rng)
-        image = image.resize((size, size), resample=Image.Resampling.BICUBIC, box=box)
-    j = augment.color_jitter
-    if j > 0:
-        for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-            image = enhancer(image).enhance(float(rng.uniform(1 - j, 1 + j)))
-    if augment.hflip and rng.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image
-
-
-def _crop_box(
-    size: tuple[int, int], augment: TrainAugment, rng: np.random.Generator
-) -> tuple[float, float, float, float]:
-    """torchvision's RandomResizedCrop box: area fraction and log-uniform aspect ratio."""
-    width, height = size
-    area = width * height * float(rng.uniform(*augment.crop_scale))
-    log_lo, log_hi = math.log(augment.crop_ratio[0]), math.log(augment.crop_ratio[1])
-    ratio = math.exp(float(rng.uniform(log_lo, log_hi)))
-    w = min(float(width), math.sqrt(area * ratio))
-    h = min(float(height), math.sqrt(area / ratio))
-    left = float(rng.uniform(0, width - w))
-    top = float(rng.uniform(0, height - h))
-    return (left, top, left + w, top + h)
+CACHE_BYTES = 2**30  # auto-cache decoded images (and token ids) when they fit in this
 
 
 class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
@@ -142,6 +82,7 @@ class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
         *,
         seed: int = 0,
         scan_workers: int = 4,
+        cache: bool | None = None,
     ) -> None:
         """Collect the captioned samples and pre-scan their images.
 
@@ -152,6 +93,9 @@ class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
             augment: Training augmentation; ``None`` for the default :class:`TrainAugment`.
             seed: Base seed of every item's generator.
             scan_workers: Threads decoding images during the pre-scan.
+            cache: Keep the scanned images (as model-size uint8 squares) and the captions'
+                token ids in memory, so items need no decoding; ``None`` caches when they
+                fit in :data:`CACHE_BYTES`.
 
         Raises:
             InputError: No sample has both a caption and a decodable image.
@@ -170,33 +114,53 @@ class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
                 captioned.append(sample)
             else:
                 self.skipped.append(Skipped(sample.source, "no caption"))
+        if cache is None:
+            side = preprocess.image_size
+            cache = len(captioned) * 3 * side * side <= CACHE_BYTES
+        self.cached = cache
+        self._images: npt.NDArray[np.uint8] | None = None  # (N, 3, S, S) when cached
+        self._ids: list[npt.NDArray[np.int64]] | None = None  # per sample (captions, T)
         self.samples = self._scan(captioned, scan_workers)
         if not self.samples:
             raise InputError(
                 f"no usable training pairs: {len(self.skipped)} samples skipped "
                 "(no caption or undecodable image)"
             )
+        if self.cached:
+            self._ids = [self._tokenize(sample.captions) for sample in self.samples]
+
+    def _tokenize(self, captions: Sequence[str]) -> npt.NDArray[np.int64]:
+        return self.tokenizer(list(captions)).ids.astype(np.int64)
 
     def _scan(self, samples: Sequence[Sample], workers: int) -> list[Sample]:
-        """The samples whose image decodes; the others go to ``skipped``."""
-        draft = self.preprocess.draft_size
+        """The samples whose image decodes; the others go to ``skipped``.
 
-        def check(sample: Sample) -> str | None:
+        When caching, the decoded squares are kept (in the order of the good samples).
+        """
+        draft = self.preprocess.draft_size
+        keep = self.cached
+
+        def check(sample: Sample) -> str | npt.NDArray[np.uint8] | None:
             try:
-                load_image(sample.image, draft_size=draft)
+                image = load_image(sample.image, draft_size=draft)
             except CrossmodalError as exc:
                 return str(exc)
-            return None
+            return self.preprocess.square(image) if keep else None
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            reasons = list(pool.map(check, samples))
+            results = list(pool.map(check, samples))
         good = []
-        for sample, reason in zip(samples, reasons, strict=True):
-            if reason is None:
-                good.append(sample)
-            else:
+        squares = []
+        for sample, result in zip(samples, results, strict=True):
+            if isinstance(result, str):
                 self.undecodable_sources.append(sample.source)
-                self.skipped.append(Skipped(sample.source, reason))
+                self.skipped.append(Skipped(sample.source, result))
+            else:
+                good.append(sample)
+                if result is not None:
+                    squares.append(result)
+        if keep and squares:
+            self._images = np.stack(squares)
         if len(good) < len(samples):
             bad = len(samples) - len(good)
             log.warning("%d of %d images do not decode; skipped", bad, len(samples))
@@ -222,30 +186,59 @@ class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
         return np.random.default_rng([self.seed % 2**63, self.epoch_seed, index])
 
     def __getitem__(self, index: int) -> TrainItem:
-        """Item ``index``: augmented pixels and the ids of one of its captions."""
+        """Item ``index``: its image square, one caption's ids and its augmentation draw.
+
+        The pixels are made per batch by :class:`PairCollate` (:func:`apply_batch`).
+        """
         n = len(self.samples)
         for offset in range(n):
             at = (index + offset) % n
             rng = self.rng(at)
             sample = self.samples[at]
-            caption = sample.captions[int(rng.integers(len(sample.captions)))]
-            try:
-                image = load_image(sample.image, draft_size=self.preprocess.draft_size)
-            except CrossmodalError as exc:
-                self.late_failures += 1
-                log.warning("%s: failed after the pre-scan (%s); using the next item", at, exc)
-                continue
-            size = self.preprocess.image_size
-            image = apply_augment(image, self.augment, size, rng)
-            pixels = torch.from_numpy(self.preprocess(image))  # (3, S, S)
-            ids = torch.from_numpy(self.tokenizer([caption]).ids[0].astype(np.int64))  # (T,)
-            return {"pixels": pixels, "ids": ids}
+            choice = int(rng.integers(len(sample.captions)))
+            if self._images is not None and self._ids is not None:
+                square = self._images[at]
+                ids = self._ids[at][choice]
+            else:
+                try:
+                    image = load_image(sample.image, draft_size=self.preprocess.draft_size)
+                except CrossmodalError as exc:
+                    self.late_failures += 1
+                    log.warning("%s: failed after the pre-scan (%s); using the next item", at, exc)
+                    continue
+                square = self.preprocess.square(image)
+                ids = self._tokenize([sample.captions[choice]])[0]
+            return {
+                "image": torch.from_numpy(np.array(square)),
+                "ids": torch.from_numpy(np.array(ids, dtype=np.int64)),
+                "aug": torch.from_numpy(draw_params(self.augment, rng)),
+            }
         raise InputError("no image of the dataset decodes any more")
 
+    def collate(self) -> PairCollate:
+        """The collate function that turns this dataset's items into model batches."""
+        config = self.preprocess.config
+        return PairCollate(self.preprocess.image_size, config.mean, config.std)
 
-def collate(items: Sequence[TrainItem]) -> Batch:
-    """Stack items into ``{"pixels": (B, 3, S, S), "ids": (B, T)}``."""
-    return {key: torch.stack([item[key] for item in items]) for key in ("pixels", "ids")}
+    def batch(self, indices: Sequence[int]) -> Batch:
+        """Items ``indices`` as one model batch (``{"pixels", "ids"}``), as the loader makes."""
+        return self.collate()([self[i] for i in indices])
+
+
+@dataclass(frozen=True)
+class PairCollate:
+    """Stack items and make their pixels: ``{"pixels": (B, 3, S, S), "ids": (B, T)}``."""
+
+    size: int  # the model's input side
+    mean: tuple[float, ...]  # normalisation, from the model's preprocess
+    std: tuple[float, ...]
+
+    def __call__(self, items: Sequence[TrainItem]) -> Batch:
+        """Augment the batch's images in one pass (:func:`apply_batch`)."""
+        images = torch.stack([item["image"] for item in items])
+        params = torch.stack([item["aug"] for item in items])
+        pixels = apply_batch(images, params, self.size, self.mean, self.std, BACKGROUND)
+        return {"pixels": pixels, "ids": torch.stack([item["ids"] for item in items])}
 
 
 def build_pair_loader_factory(
@@ -268,7 +261,7 @@ def build_pair_loader_factory(
             dataset.for_epoch(epoch_seed),
             batch_size,
             num_workers=num_workers,
-            collate_fn=collate,
+            collate_fn=dataset.collate(),
         )
         return epoch(generator)
 

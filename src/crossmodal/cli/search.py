@@ -1,0 +1,205 @@
+"""``crossmodal index`` and ``crossmodal search``: the search index from the command line.
+
+    crossmodal index ~/Pictures ~/Videos            # incremental: only new or changed files
+    crossmodal index --report                       # files that could not be indexed, and why
+    crossmodal search a dog on the beach            # text (any language the model knows)
+    crossmodal search beach + 0.5:./sunset.jpg - people --top 20 --json
+    crossmodal search --like ./photo.jpg            # more like this
+
+The index lives in ``--db`` (default ``$CROSSMODAL_DB``, else
+``$XDG_DATA_HOME/crossmodal/index``, else ``~/.local/share/crossmodal/index``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from crossmodal.errors import InputError
+
+EXT_VIDEO_HELP = "seconds between sampled video frames (2)"
+
+
+def default_db() -> Path:
+    """Where the index lives when ``--db`` is not given."""
+    if os.environ.get("CROSSMODAL_DB"):
+        return Path(os.environ["CROSSMODAL_DB"]).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
+    return Path(data) / "crossmodal" / "index"
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``index`` and ``search``."""
+    p = sub.add_parser(
+        "index",
+        help="index folders, image files, manifests and videos for search",
+        description="Index (or re-index) PATHs: only new or changed files are embedded; "
+        "deleted files leave the index; renamed and duplicate files reuse their vectors.",
+    )
+    p.add_argument("paths", nargs="*", help="folders, image or video files")
+    p.add_argument("--db", type=Path, default=None, help="index directory (see above)")
+    p.add_argument("-m", "--model", default=None, help="model spec (new index: the default)")
+    p.add_argument("--report", action="store_true", help="list the files that failed, and why")
+    p.add_argument(
+        "--exclude", action="append", default=[], help="a directory name or glob to skip"
+    )
+    p.add_argument("--include-hidden", action="store_true", help="index hidden files too")
+    p.add_argument("--video-every", type=float, default=2.0, help=EXT_VIDEO_HELP)
+    p.add_argument(
+        "--video-scene",
+        type=float,
+        default=None,
+        help="also sample a frame when the picture changes by this fraction (0..1)",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "exact", "flat", "hnsw", "ivfpq"),
+        help="vector index (auto: exact when small, HNSW when large)",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="image decoding threads")
+    p.add_argument(
+        "--commit-every", type=int, default=256, help="files embedded per transaction (256)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(run=run_index)
+
+    s = sub.add_parser(
+        "search",
+        help="search the index by text, image, or both",
+        description='Query words: texts, image paths, "+" and "-" between terms, and '
+        "WEIGHT:term, e.g.  beach + 0.5:./sunset.jpg - people",
+    )
+    s.add_argument("query", nargs="*", help="the query (see above)")
+    s.add_argument("--db", type=Path, default=None, help="index directory")
+    s.add_argument("--like", help="more like this indexed (or any) image")
+    s.add_argument("-k", "--top", type=int, default=10, help="how many hits (10)")
+    s.add_argument("--folder", help="only files under this folder")
+    s.add_argument("--type", dest="suffixes", action="append", default=[], help="e.g. jpg, png")
+    s.add_argument("--videos", action="store_true", help="only video frames")
+    s.add_argument("--stills", action="store_true", help="only still images")
+    s.add_argument("--after", help="modified on or after this date (YYYY-MM-DD)")
+    s.add_argument("--before", help="modified before this date (YYYY-MM-DD)")
+    s.add_argument("--json", action="store_true", help="print hits as JSON lines")
+    s.add_argument("--html", type=Path, help="also write a page of thumbnails here")
+    s.set_defaults(run=run_search)
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """Index the paths, or print the problem report."""
+    from crossmodal.search.index import Index, IndexConfig
+    from crossmodal.search.video import VideoSampling
+    from crossmodal.search.walk import WalkConfig
+
+    db = args.db or default_db()
+    if args.report and not args.paths:
+        with Index.open(db, create=False) as index:
+            return _print_problems(index.problems())
+    if not args.paths:
+        raise InputError("nothing to index: give folders or files (or --report)")
+    walk = WalkConfig(skip_hidden=not args.include_hidden)
+    if args.exclude:
+        walk = WalkConfig(skip_hidden=walk.skip_hidden, exclude=walk.exclude + tuple(args.exclude))
+    config = IndexConfig(
+        model=args.model,
+        backend=args.backend,
+        walk=walk,
+        video=VideoSampling(every=args.video_every, scene=args.video_scene),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        commit_every=args.commit_every,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    with Index.open(db, config) as index:
+        report = index.add(args.paths)
+        total = len(index)
+        model = index.model
+    print(
+        f"indexed {report.embedded} new file(s) ({report.frames} video frames), reused "
+        f"{report.reused}, unchanged {report.unchanged}, removed {report.removed}, "
+        f"{len(report.problems)} problem(s) in {report.seconds:.1f}s "
+        f"({report.files_per_second:.1f} files/s); {total} file(s) in {db} [{model}]"
+    )
+    if args.report:
+        _print_problems(report.problems)
+    elif report.problems:
+        print(
+            f"{len(report.problems)} file(s) could not be indexed: crossmodal index --report"
+            + (f" --db {args.db}" if args.db else ""),
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _print_problems(problems: list[Any]) -> int:
+    for problem in problems:
+        print(f"{problem.path}\t{problem.reason}")
+    print(f"{len(problems)} file(s) not indexed", file=sys.stderr)
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """Search and print (and optionally write the HTML page)."""
+    from crossmodal.search.index import Index, SearchFilter
+    from crossmodal.search.query import parse_query
+
+    if args.videos and args.stills:
+        raise InputError("--videos and --stills exclude each other")
+    where = SearchFilter(
+        folder=args.folder,
+        kind="video" if args.videos else ("image" if args.stills else None),
+        suffixes=tuple("." + s.lower().lstrip(".") for s in args.suffixes),
+        after=_date(args.after, "--after"),
+        before=_date(args.before, "--before"),
+    )
+    db = args.db or default_db()
+    with Index.open(db, create=False) as index:
+        if args.like:
+            if args.query:
+                raise InputError("give a query or --like, not both")
+            hits = index.more_like(args.like, k=args.top)
+        else:
+            if not args.query:
+                raise InputError("empty query: give words, an image path, or --like")
+            hits = index.search(
+                query=parse_query(args.query, cwd=Path.cwd()), k=args.top, where=where
+            )
+    if args.json:
+        for hit in hits:
+            print(json.dumps(hit.as_dict(), ensure_ascii=False))
+    else:
+        for rank, hit in enumerate(hits, 1):
+            at = f" @ {_clock(hit.time)}" if hit.time is not None else ""
+            weak = "  (weak match)" if hit.weak else ""
+            print(f"{rank:3d}  {hit.score:.3f}  {hit.path}{at}{weak}")
+        if not hits:
+            print("no hits", file=sys.stderr)
+    if args.html is not None:
+        from crossmodal.search.page import write_results_page
+
+        title = args.like or " ".join(args.query)
+        written = write_results_page(args.html, title, [(title, hits)])
+        print(f"wrote {written}", file=sys.stderr)
+    return 0
+
+
+def _date(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        day = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"{flag} {text!r}: not a date; use YYYY-MM-DD") from exc
+    return day.timestamp()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:05.2f}" if hours else f"{minutes}:{secs:05.2f}"

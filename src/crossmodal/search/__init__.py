@@ -1,0 +1,31 @@
+"""Local multimodal search: index files, find them by text, image or both.
+
+    from crossmodal.search import Index, SearchFilter, parse_query
+
+    with Index.open("~/.local/share/crossmodal/index") as index:
+        index.add(["~/Pictures"])
+        hits = index.search(text="a dog on the beach", k=10)
+
+Modules: ``index`` (the :class:`Index`: incremental indexing and search), ``store`` (SQLite,
+the source of truth), ``vectors`` (exact and FAISS vector indexes), ``walk`` (finding files),
+``video`` (frame sampling), ``query`` (the query language), ``page`` (the HTML page of hits),
+``lock`` (one writer) and ``demo`` (``crossmodal demo``).
+"""
+
+from __future__ import annotations
+
+from crossmodal.search.index import Hit, Index, IndexConfig, IndexReport, SearchFilter
+from crossmodal.search.query import Query, Term, parse_query
+from crossmodal.search.store import Problem
+
+__all__ = [
+    "Hit",
+    "Index",
+    "IndexConfig",
+    "IndexReport",
+    "Problem",
+    "Query",
+    "SearchFilter",
+    "Term",
+    "parse_query",
+]

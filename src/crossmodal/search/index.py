@@ -1,0 +1,639 @@
+"""The search index: incremental indexing of folders, manifests and videos, and search.
+
+    index = Index.open("~/.local/share/crossmodal/index")
+    report = index.add(["~/Pictures"])           # only new or changed files are embedded
+    hits = index.search(text="a dog on a beach", k=10)
+    hits = index.search(query=parse_query("beach + 0.5:./sunset.jpg - people"))
+
+How indexing stays incremental (the rclip recipe, plus content hashes):
+
+* a file whose path, size and mtime are unchanged since it was indexed is skipped unread;
+* otherwise its content is hashed; content already embedded (a renamed, copied or touched
+  file) reuses the stored vectors, and only content never seen is embedded;
+* indexed files under the given roots that no longer exist leave the index (with their
+  vectors, unless another file shares the content);
+* files that cannot be read are recorded as problems with the reason, and retried only
+  once they change (``problems()``, ``crossmodal index --report``).
+
+Embedded files are committed to SQLite every ``commit_every`` files, each batch in one
+transaction with its vectors, so a killed run loses at most the batch in flight and the
+next run finishes the job; nothing is duplicated (paths and (content, frame) are unique
+keys). The vector index used for search is rebuilt from the database whenever its saved
+generation is behind (see :mod:`crossmodal.search.store`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+from crossmodal.errors import ConfigError, CrossmodalError, InputError
+from crossmodal.search.lock import writer_lock
+from crossmodal.search.query import Query
+from crossmodal.search.store import FileRecord, Problem, Store, VectorRecord
+from crossmodal.search.video import VideoSampling, sample_frames
+from crossmodal.search.walk import WalkConfig, WalkProblem, content_hash, walk
+
+if TYPE_CHECKING:
+    from crossmodal.encoders.base import Encoder
+    from crossmodal.encoders.embedder import Embedder
+    from crossmodal.search.vectors import VectorIndex
+
+__all__ = ["Hit", "Index", "IndexConfig", "IndexReport", "SearchFilter"]
+
+log = logging.getLogger(__name__)
+
+VECTORS_NAME = "vectors.idx"
+WEAK_RELEVANCE = 3.0  # hits whose relevance (a z-score, see Hit) is below this are weak
+NULL_SAMPLE = 2048  # stored vectors a query is compared with to learn its score spread
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How an index embeds and stores."""
+
+    model: str | None = None  # model spec; None: the index's own, or the default model
+    backend: str = "auto"  # vector index kind: auto, exact, flat, hnsw, ivfpq
+    walk: WalkConfig = field(default_factory=WalkConfig)
+    video: VideoSampling = field(default_factory=VideoSampling)
+    batch_size: int = 32  # images per forward pass
+    workers: int = 2  # decoding threads
+    commit_every: int = 256  # files embedded per database transaction
+    progress: bool = False  # a progress bar (files/s, ETA) on stderr
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.workers < 1 or self.commit_every < 1:
+            raise ConfigError("batch_size, workers and commit_every must be at least 1")
+
+
+@dataclass
+class IndexReport:
+    """What one :meth:`Index.add` did."""
+
+    embedded: int = 0  # files whose content was embedded
+    reused: int = 0  # new or changed files whose content was already embedded
+    unchanged: int = 0  # files skipped because path, size and mtime were unchanged
+    removed: int = 0  # files that left the index (deleted from disk)
+    frames: int = 0  # video frames embedded
+    problems: list[Problem] = field(default_factory=list)  # files not indexed, with reasons
+    seconds: float = 0.0  # wall time of the run
+
+    @property
+    def files_per_second(self) -> float:
+        """Embedded files per second of the whole run."""
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which files a search may return."""
+
+    folder: str | None = None  # only files under this folder
+    kind: Literal["image", "video"] | None = None  # stills or video frames only
+    suffixes: tuple[str, ...] = ()  # file types, e.g. (".png", ".jpg")
+    after: float | None = None  # modified at or after this POSIX time
+    before: float | None = None  # modified before this POSIX time
+
+    def sql(self) -> tuple[str, list[object]]:
+        """A ``WHERE`` clause over ``files f`` and its parameters (``"1"`` when empty)."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if self.folder is not None:
+            folder = os.path.abspath(os.path.expanduser(self.folder)).rstrip(os.sep) + os.sep
+            clauses.append("substr(f.path, 1, ?) = ?")
+            params += [len(folder), folder]
+        if self.kind is not None:
+            clauses.append("f.kind = ?")
+            params.append(self.kind)
+        if self.suffixes:
+            ors = " OR ".join("lower(f.path) LIKE ?" for _ in self.suffixes)
+            clauses.append(f"({ors})")
+            params += ["%" + s.lower() for s in self.suffixes]
+        if self.after is not None:
+            clauses.append("f.mtime_ns >= ?")
+            params.append(int(self.after * 1e9))
+        if self.before is not None:
+            clauses.append("f.mtime_ns < ?")
+            params.append(int(self.before * 1e9))
+        return (" AND ".join(clauses) or "1"), params
+
+    @property
+    def empty(self) -> bool:
+        """True when the filter lets everything through."""
+        return self == SearchFilter()
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    ``score`` is the cosine similarity of the query and the picture. ``relevance`` says how
+    far the score stands out from the query's scores over the whole collection, in standard
+    deviations (``(score - mean) / std`` over a fixed sample of stored pictures): raw cosine
+    scores drift with the model and the query, while a true match stands out from the bulk
+    of unrelated pictures. ``weak`` is ``relevance < WEAK_RELEVANCE``; see the README for how
+    the threshold was calibrated.
+    """
+
+    path: str
+    score: float
+    relevance: float
+    weak: bool
+    kind: str  # "image" or "video"
+    time: float | None  # seconds into the video, for a video frame
+    caption: str | None
+    size: int
+    mtime: float  # POSIX seconds
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {
+            "path": self.path,
+            "score": round(self.score, 6),
+            "relevance": round(self.relevance, 3),
+            "weak": self.weak,
+            "kind": self.kind,
+            "time": self.time,
+            "caption": self.caption,
+            "size": self.size,
+            "mtime": self.mtime,
+        }
+
+
+class Index:
+    """A search index in one directory: SQLite metadata plus a derived vector index."""
+
+    def __init__(self, store: Store, config: IndexConfig) -> None:
+        self.store = store
+        self.config = config
+        self.directory = store.directory
+        recorded = store.get_meta("model")
+        if config.model is not None and recorded is not None and config.model != recorded:
+            raise ConfigError(
+                f"{self.directory} was indexed with model {recorded!r}, not {config.model!r}; "
+                "search it with that model, or index into another --db"
+            )
+        from crossmodal.encoders import DEFAULT_MODEL
+
+        self.model = recorded or config.model or DEFAULT_MODEL
+        self._encoder: Encoder | None = None
+        self._vectors: VectorIndex | None = None
+        self._vectors_generation = -1
+        self._null: npt.NDArray[np.float32] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        config: IndexConfig | None = None,
+        *,
+        create: bool = True,
+    ) -> Index:
+        """Open the index in ``directory`` (made when missing and ``create``)."""
+        path = Path(os.path.expanduser(directory))
+        return cls(Store(path, create=create), config or IndexConfig())
+
+    def close(self) -> None:
+        """Close the database."""
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        """Number of indexed files."""
+        return self.store.file_count()
+
+    @property
+    def encoder(self) -> Encoder:
+        """The index's model, loaded on first use."""
+        if self._encoder is None:
+            from crossmodal.encoders import load_encoder
+
+            self._encoder = load_encoder(self.model)
+            dim = self.store.get_meta("dim")
+            if dim is not None and int(dim) != self._encoder.dim:
+                raise ConfigError(
+                    f"{self.directory}: stored vectors have {dim} dimensions but model "
+                    f"{self.model!r} makes {self._encoder.dim}"
+                )
+        return self._encoder
+
+    # ------------------------------------------------------------------ indexing
+
+    def add(self, paths: Sequence[str | os.PathLike[str]]) -> IndexReport:
+        """Bring the index up to date with ``paths`` (folders, files): see the module doc.
+
+        Raises:
+            InputError: A path does not exist, or another process is indexing here.
+        """
+        started = time.perf_counter()
+        report = IndexReport()
+        roots = [os.path.abspath(os.path.expanduser(p)) for p in paths]
+        for root in roots:
+            if not os.path.lexists(root):
+                raise InputError(f"{root}: no such file or directory")
+        with writer_lock(self.directory):
+            self._record_model()
+            known = self.store.files_under(roots)
+            old_problems = self.store.problem_stamps(roots)
+            manifests = {r for r in roots if _is_manifest(r)}
+            seen: set[str] = set()
+            todo: list[Entry] = []
+            problems: list[tuple[Problem, int | None, int | None]] = []
+            for entry in self._entries(roots, manifests):
+                path = str(entry.path)
+                seen.add(path)
+                if isinstance(entry, Problem):
+                    problems.append((entry, None, None))
+                    continue
+                record = known.get(path)
+                stamp = (entry.size, entry.mtime_ns)
+                if record and (record.size, record.mtime_ns, record.caption) == (
+                    *stamp,
+                    entry.caption,
+                ):
+                    report.unchanged += 1
+                elif old_problems.get(path) == stamp:
+                    continue  # still broken, unchanged since: not retried
+                else:
+                    todo.append(entry)
+            gone = [
+                p
+                for p, record in known.items()
+                if p not in seen and (record.root in manifests or not os.path.lexists(p))
+            ]
+            # new files first, so that renamed files find their old content's vectors
+            self._index_files(todo, report, problems)
+            if gone:
+                self.store.remove_files(gone)
+                report.removed = len(gone)
+            vanished = [p for p in old_problems if p not in seen and not os.path.lexists(p)]
+            if vanished:
+                self.store.forget_problems(vanished)
+            if problems:
+                self.store.put_problems(problems)
+            report.problems = [p for p, _, _ in problems]
+            self._refresh_vectors()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _entries(self, roots: list[str], manifests: set[str]) -> Iterator[Entry | Problem]:
+        """Every file under the folder roots (by :func:`walk`) and in the manifests."""
+        folders = [r for r in roots if r not in manifests]
+        if folders:
+            for found in walk(folders, self.config.walk):
+                root = _root_of(str(found.path), folders)
+                if isinstance(found, WalkProblem):
+                    yield Problem(str(found.path), root, found.reason)
+                else:
+                    yield Entry(str(found.path), root, found.kind, found.size, found.mtime_ns, None)
+        for manifest in sorted(manifests):
+            yield from _manifest_entries(manifest)
+
+    def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
+        """Forget files (by path, or every file under a folder); returns how many."""
+        targets = [os.path.abspath(os.path.expanduser(p)) for p in paths]
+        with writer_lock(self.directory):
+            indexed = self.store.files_under([])
+            drop = [
+                p
+                for p in indexed
+                if any(p == t or p.startswith(t.rstrip(os.sep) + os.sep) for t in targets)
+            ]
+            if drop:
+                self.store.remove_files(drop)
+                self._refresh_vectors()
+        return len(drop)
+
+    def problems(self) -> list[Problem]:
+        """Files that could not be indexed, with the reason."""
+        return self.store.problems()
+
+    def _record_model(self) -> None:
+        if self.store.get_meta("model") is None:
+            with self.store.transaction():
+                self.store.set_meta("model", self.model)
+                self.store.set_meta("dim", str(self.encoder.dim))
+
+    def _index_files(
+        self,
+        todo: list[Entry],
+        report: IndexReport,
+        problems: list[tuple[Problem, int | None, int | None]],
+    ) -> None:
+        """Hash, reuse or embed ``todo``, committing every ``commit_every`` files."""
+        bar = tqdm(
+            total=len(todo),
+            desc="indexing",
+            unit="file",
+            disable=not self.config.progress,
+            dynamic_ncols=True,
+        )
+        with bar:
+            for start in range(0, len(todo), self.config.commit_every):
+                chunk = todo[start : start + self.config.commit_every]
+                self._index_chunk(chunk, report, problems)
+                bar.update(len(chunk))
+
+    def _index_chunk(
+        self,
+        chunk: list[Entry],
+        report: IndexReport,
+        problems: list[tuple[Problem, int | None, int | None]],
+    ) -> None:
+        records: list[FileRecord] = []
+        vectors: list[VectorRecord] = []
+        to_embed: dict[str, list[Entry]] = {}  # content hash → files with it
+        with ThreadPoolExecutor(self.config.workers) as pool:  # hashlib releases the GIL
+            digests = list(pool.map(_hash_or_reason, chunk))
+        for entry, (digest, reason) in zip(chunk, digests, strict=True):
+            if digest is None:
+                problems.append(_problem(entry, reason))
+                continue
+            if digest in to_embed or not self.store.has_vectors(digest):
+                to_embed.setdefault(digest, []).append(entry)
+            else:
+                records.append(_record(entry, digest))
+                report.reused += 1
+        images = [(d, files[0]) for d, files in to_embed.items() if files[0].kind == "image"]
+        videos = [(d, files[0]) for d, files in to_embed.items() if files[0].kind == "video"]
+        embedded: set[str] = set()
+        if images:
+            embedder = self._embedder()
+            result = embedder.embed_images([str(f.path) for _, f in images])
+            for row, position in enumerate(result.indices.tolist()):
+                digest = images[position][0]
+                vectors.append(VectorRecord(digest, None, result.vectors[row]))
+                embedded.add(digest)
+            for position, reason in result.failures:
+                problems += [_problem(f, reason) for f in to_embed[images[position][0]]]
+        for digest, entry in videos:
+            try:
+                frames = self._embed_video(entry, digest)
+            except CrossmodalError as exc:
+                problems += [_problem(f, str(exc)) for f in to_embed[digest]]
+                continue
+            vectors.extend(frames)
+            report.frames += len(frames)
+            embedded.add(digest)
+        for digest in embedded:
+            files = to_embed[digest]
+            records += [_record(f, digest) for f in files]
+            report.embedded += 1
+            report.reused += len(files) - 1
+        if records:
+            self.store.put_files(records, vectors)
+
+    def _embedder(self) -> Embedder:
+        from crossmodal.encoders.embedder import EmbedConfig, Embedder
+
+        config = EmbedConfig(
+            batch_size=self.config.batch_size, workers=self.config.workers, on_error="skip"
+        )
+        return Embedder(self.encoder, config)
+
+    def _embed_video(self, entry: Entry, digest: str) -> list[VectorRecord]:
+        frames = list(sample_frames(entry.path, self.config.video))
+        if not frames:
+            raise InputError(f"{entry.path}: no frame could be decoded")
+        result = self._embedder().embed_images([f.image for f in frames])
+        return [
+            VectorRecord(digest, frames[position].time, result.vectors[row])
+            for row, position in enumerate(result.indices.tolist())
+        ]
+
+    # ------------------------------------------------------------------ vectors
+
+    def _refresh_vectors(self) -> VectorIndex | None:
+        """The vector index, in step with the database (loaded, or rebuilt and saved)."""
+        from crossmodal.search.vectors import build_vector_index, load_vector_index
+
+        generation = self.store.generation
+        if self._vectors is not None and self._vectors_generation == generation:
+            return self._vectors
+        dim_text = self.store.get_meta("dim")
+        if dim_text is None:
+            return None  # nothing indexed yet
+        dim = int(dim_text)
+        path = self.directory / VECTORS_NAME
+        index: VectorIndex | None = None
+        if path.is_file():
+            try:
+                loaded, saved_generation = load_vector_index(path)
+                if saved_generation == generation and loaded.dim == dim:
+                    index = loaded
+            except CrossmodalError as exc:
+                log.warning("%s: %s; rebuilding it from the database", path, exc)
+        if index is None:
+            ids, vectors = self.store.all_vectors(dim)
+            index = build_vector_index(ids, vectors, kind=self.config.backend, dim=dim)
+            try:
+                index.save(path, generation=generation)
+            except OSError as exc:  # a read-only index directory: search from memory
+                log.warning("%s: cannot save the vector index (%s)", path, exc)
+            self._null = None
+        self._vectors, self._vectors_generation = index, generation
+        return index
+
+    def _null_sample(self, dim: int) -> npt.NDArray[np.float32]:
+        """A fixed sample of stored vectors (evenly spaced by id) for relevance scores."""
+        if self._null is None:
+            self._null = self.store.sample_vectors(dim, NULL_SAMPLE)
+        return self._null
+
+    # ------------------------------------------------------------------ search
+
+    def query_vector(self, query: Query) -> npt.NDArray[np.float32]:
+        """The unit vector of a query: the normalised weighted sum of its terms."""
+        embedder = self._embedder()
+        total = np.zeros(self.encoder.dim, dtype=np.float64)
+        texts = [t for t in query.terms if t.text is not None]
+        images = [t for t in query.terms if t.image is not None]
+        if texts:
+            vectors = embedder.embed_texts([t.text for t in texts if t.text is not None])
+            for term, vector in zip(texts, vectors, strict=True):
+                total += term.weight * vector
+        if images:
+            from crossmodal.encoders.embedder import EmbedConfig, Embedder
+
+            strict = Embedder(self.encoder, EmbedConfig(on_error="raise"))
+            result = strict.embed_images([str(t.image) for t in images])
+            for term, vector in zip(images, result.vectors, strict=True):
+                total += term.weight * vector
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-8:
+            raise InputError("the query's terms cancel out; change the weights")
+        return (total / norm).astype(np.float32)
+
+    def search(
+        self,
+        text: str | Sequence[str] | None = None,
+        image: str | Path | Sequence[str | Path] | None = None,
+        *,
+        query: Query | None = None,
+        vector: npt.NDArray[np.float32] | None = None,
+        k: int = 10,
+        where: SearchFilter | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best files for a text, an image, both, a parsed query, or a vector.
+
+        A file whose picture matches several times (video frames) appears once per frame;
+        identical files (same content) each appear, with the same score.
+        """
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        if vector is None:
+            vector = self.query_vector(query if query is not None else Query.of(text, image))
+        index = self._refresh_vectors()
+        if index is None or len(index) == 0:
+            return []
+        where = where or SearchFilter()
+        allowed = None
+        if not where.empty:
+            sql, params = where.sql()
+            allowed = self.store.vector_ids_where(sql, params)
+            if len(allowed) == 0:
+                return []
+        null = self._null_sample(index.dim) @ vector
+        mean, std = float(null.mean()), float(null.std()) or 1.0
+        hits: list[Hit] = []
+        fetch = k
+        while True:
+            scores, ids = index.search(vector[None, :], fetch, allowed=allowed)
+            pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+            hits = self._expand(pairs, where, mean, std)
+            if len(hits) >= k or len(pairs) < fetch:
+                return hits[:k]
+            fetch *= 4  # files filtered out after expansion: ask for more
+
+    def more_like(self, path: str | os.PathLike[str], k: int = 10) -> list[Hit]:
+        """Image → image: files most like ``path`` (its stored vector if indexed)."""
+        stored = self.store.vector_of_file(os.path.abspath(path))
+        if stored is not None:
+            return self.search(vector=stored, k=k)
+        return self.search(image=Path(path), k=k)
+
+    def _expand(
+        self, pairs: list[tuple[float, int]], where: SearchFilter, mean: float, std: float
+    ) -> list[Hit]:
+        """Vector hits → file hits (every file with that content, passing the filter)."""
+        info = self.store.vectors_for(i for _, i in pairs)
+        files = self.store.files_with_hashes(h for h, _ in info.values())
+        sql, params = where.sql()
+        file_ids = [fid for entries in files.values() for fid, _ in entries]
+        allowed_files = None
+        if not where.empty and file_ids:
+            allowed_files = set(
+                self.store.db.execute(
+                    f"SELECT f.id FROM files f WHERE ({sql}) AND f.id IN "
+                    f"({','.join('?' * len(file_ids))})",
+                    (*params, *file_ids),
+                ).fetchall()
+            )
+            allowed_files = {row[0] for row in allowed_files}
+        rows = self.store.file_rows(file_ids)
+        hits: list[Hit] = []
+        for score, vid in pairs:
+            digest, frame_time = info.get(vid, ("", None))
+            for fid, _ in files.get(digest, []):
+                if allowed_files is not None and fid not in allowed_files:
+                    continue
+                _, path, _, kind, size, mtime_ns, _, caption = rows[fid]
+                relevance = (score - mean) / std
+                hits.append(
+                    Hit(
+                        path=str(path),
+                        score=score,
+                        relevance=relevance,
+                        weak=relevance < WEAK_RELEVANCE,
+                        kind=str(kind),
+                        time=frame_time,
+                        caption=None if caption is None else str(caption),
+                        size=int(str(size)),
+                        mtime=int(str(mtime_ns)) / 1e9,
+                    )
+                )
+        return hits
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file to index: from a folder walk, or a manifest row (with its caption)."""
+
+    path: str
+    root: str  # the folder or manifest it was found through
+    kind: Literal["image", "video"]
+    size: int
+    mtime_ns: int
+    caption: str | None
+
+
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
+
+
+def _is_manifest(path: str) -> bool:
+    return os.path.isfile(path) and path.lower().endswith(MANIFEST_SUFFIXES)
+
+
+def _manifest_entries(manifest: str) -> Iterator[Entry | Problem]:
+    """The images a manifest lists (caption: its captions joined by " / ")."""
+    from crossmodal.data.manifests import ManifestSource
+    from crossmodal.search.walk import classify
+
+    source = ManifestSource(manifest, on_missing="skip")
+    for skipped in source.skipped:
+        yield Problem(skipped.source, manifest, skipped.reason)
+    for sample in source:
+        path = os.path.abspath(str(sample.image))
+        kind = classify(path) or "image"
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            yield Problem(path, manifest, f"cannot read: {exc.strerror}")
+            continue
+        caption = " / ".join(sample.captions) or None
+        yield Entry(path, manifest, kind, stat.st_size, stat.st_mtime_ns, caption)
+
+
+def _root_of(path: str, roots: list[str]) -> str:
+    for candidate in roots:
+        if path == candidate or path.startswith(candidate.rstrip(os.sep) + os.sep):
+            return candidate
+    return roots[0]
+
+
+def _hash_or_reason(entry: Entry) -> tuple[str | None, str]:
+    try:
+        return content_hash(entry.path), ""
+    except CrossmodalError as exc:
+        return None, str(exc)
+
+
+def _problem(entry: Entry, reason: str) -> tuple[Problem, int | None, int | None]:
+    return Problem(entry.path, entry.root, reason), entry.size, entry.mtime_ns
+
+
+def _record(entry: Entry, digest: str) -> FileRecord:
+    return FileRecord(
+        path=entry.path,
+        root=entry.root,
+        kind=entry.kind,
+        size=entry.size,
+        mtime_ns=entry.mtime_ns,
+        hash=digest,
+        caption=entry.caption,
+    )

@@ -1,0 +1,114 @@
+"""A self-contained HTML page of search hits: thumbnails, scores, weak-match marks.
+
+Thumbnails are embedded as JPEG data URIs, so the page shows the same pictures wherever it
+is opened, and links point at the files themselves (``file://``). A video hit shows the
+frame at its time stamp and the time.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from crossmodal.atomic import atomic_write_text
+from crossmodal.errors import CrossmodalError
+
+if TYPE_CHECKING:
+    from crossmodal.search.index import Hit
+
+__all__ = ["thumbnail_data_uri", "write_results_page"]
+
+THUMB = 224  # longest side of a thumbnail, pixels
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}
+h1{font-size:1.2rem}
+h2{font-size:1rem;margin-top:1.5rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:12px}
+figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:8px;padding:8px}
+figure.weak{opacity:.55}
+figure img{width:100%;height:224px;object-fit:contain;background:#fff}
+figcaption{font-size:.8rem;word-break:break-all}
+.score{font-weight:600}
+.tag{display:inline-block;font-size:.7rem;padding:0 4px;border-radius:4px;background:#eee}
+"""
+
+
+def write_results_page(
+    path: str | os.PathLike[str],
+    title: str,
+    sections: Sequence[tuple[str, Sequence[Hit]]],
+) -> Path:
+    """Write the page (one section of hits per query) atomically; return its path."""
+    parts = []
+    for query, hits in sections:
+        cards = "\n".join(_card(rank, hit) for rank, hit in enumerate(hits, 1))
+        parts.append(
+            f"<section><h2>{html.escape(query)}</h2>"
+            f'<div class="grid">{cards or "<p>No hits.</p>"}</div></section>'
+        )
+    text = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>crossmodal: {html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><h1>crossmodal search: {html.escape(title)}</h1>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )
+    return atomic_write_text(path, text)
+
+
+def _card(rank: int, hit: Hit) -> str:
+    uri = thumbnail_data_uri(hit.path, hit.time)
+    name = html.escape(Path(hit.path).name)
+    picture = f'<img alt="{name}" src="{uri}">' if uri else "<p>(no preview)</p>"
+    tags = []
+    if hit.time is not None:
+        tags.append(f'<span class="tag">video {hit.time:.2f}s</span>')
+    if hit.weak:
+        tags.append('<span class="tag">weak match</span>')
+    caption = f"<br>{html.escape(hit.caption)}" if hit.caption else ""
+    href = html.escape(Path(hit.path).as_uri(), quote=True)
+    return (
+        f'<figure class="{"weak" if hit.weak else ""}"><a href="{href}">{picture}</a>'
+        f'<figcaption>#{rank} <span class="score">{hit.score:.3f}</span> '
+        f"(relevance {hit.relevance:.1f}) {' '.join(tags)}<br>"
+        f"{html.escape(hit.path)}{caption}</figcaption></figure>"
+    )
+
+
+def thumbnail_data_uri(path: str, time: float | None = None) -> str | None:
+    """A ``data:image/jpeg`` URI of the file's thumbnail (a video's frame at ``time``)."""
+    try:
+        image = _frame_at(path, time) if time is not None else _still(path)
+    except (CrossmodalError, OSError):
+        return None
+    if image is None:
+        return None
+    image.thumbnail((THUMB, THUMB))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _still(path: str) -> Image.Image:
+    from crossmodal.data.images import load_image
+
+    return load_image(path, draft_size=THUMB)
+
+
+def _frame_at(path: str, time: float) -> Image.Image | None:
+    from crossmodal.search.video import VideoSampling, sample_frames
+
+    best = None
+    for frame in sample_frames(path, VideoSampling(every=max(time, 0.05) / 2 or 1.0)):
+        if frame.time > time + 1e-3:
+            break
+        best = frame.image
+    return best

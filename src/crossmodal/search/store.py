@@ -1,0 +1,429 @@
+"""The index's source of truth: one SQLite database (WAL) of files, vectors and problems.
+
+    files     one row per indexed path: root, kind, size, mtime_ns, content hash, caption
+    vectors   one row per embedded picture: content hash, frame time (-1 for a still), the
+              float32 vector; shared by every file with that content (duplicates, renames)
+    problems  files that could not be indexed, with the reason (``index --report``)
+    meta      schema version, model spec, vector dimension, generation
+
+Every change happens in a transaction, so a killed writer leaves the database as of its last
+commit: files are only recorded together with their vectors, and re-running the indexer
+finishes the job. ``generation`` grows with every commit that changes vectors; a derived
+vector index (FAISS, or the exact matrix) saved with the generation it was built at is
+known to be stale when the numbers differ, and is rebuilt from here.
+
+Schema changes go through :data:`MIGRATIONS`: version ``n`` is reached from ``n - 1`` by the
+``n``-th script, run in one transaction on open. A database newer than this code is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from crossmodal.errors import ConfigError, InputError
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "FileRecord",
+    "Problem",
+    "Store",
+    "VectorRecord",
+]
+
+STILL = -1.0  # the frame time stored for a still image
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        root TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('image', 'video')),
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        caption TEXT,
+        indexed_at REAL NOT NULL
+    );
+    CREATE INDEX files_hash ON files (hash);
+    CREATE INDEX files_root ON files (root);
+    CREATE TABLE vectors (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash TEXT NOT NULL,
+        time REAL NOT NULL DEFAULT -1,
+        vector BLOB NOT NULL,
+        UNIQUE (hash, time)
+    );
+    CREATE TABLE problems (
+        path TEXT PRIMARY KEY,
+        root TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        size INTEGER,
+        mtime_ns INTEGER,
+        seen_at REAL NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+DB_NAME = "index.sqlite"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One indexed file."""
+
+    path: str
+    root: str
+    kind: str  # "image" or "video"
+    size: int
+    mtime_ns: int
+    hash: str
+    caption: str | None = None
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    """One embedded picture: a still (``time`` is ``None``) or a video frame."""
+
+    hash: str
+    time: float | None
+    vector: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file that could not be indexed, and why."""
+
+    path: str
+    root: str
+    reason: str
+
+
+class Store:
+    """The SQLite database of one index directory (one connection; one thread).
+
+    Open several for several readers; one writer at a time (the indexer holds
+    :func:`crossmodal.search.lock.writer_lock`).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, create: bool = True) -> None:
+        """Open (and with ``create``, make) ``directory/index.sqlite``, migrating it if older.
+
+        Raises:
+            InputError: No index there (``create=False``), or the file is not a database.
+            ConfigError: The database was written by a newer crossmodal.
+        """
+        self.directory = Path(directory)
+        self.path = self.directory / DB_NAME
+        if not create and not self.path.is_file():
+            raise InputError(
+                f"{self.directory}: no crossmodal index here; build one with "
+                f"`crossmodal index PATH --db {self.directory}`"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(
+                f"{self.path}: not a readable crossmodal index ({exc}); "
+                "move it away and index again"
+            ) from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ schema
+
+    def _migrate(self) -> None:
+        for target in range(1, SCHEMA_VERSION + 1):
+            if self._version() >= target:
+                continue
+            with self.transaction() as db:  # re-checked under the write lock: one migrator
+                if self._version() >= target:
+                    continue
+                for statement in MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {target}")
+        if self._version() > SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.path} has schema version {self._version()}, newer than this "
+                f"crossmodal ({SCHEMA_VERSION}); upgrade crossmodal"
+            )
+
+    def _version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table, or ``None``."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a ``meta`` value (inside or outside a transaction)."""
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    @property
+    def generation(self) -> int:
+        """How many committed changes the vectors have seen (0: none yet)."""
+        return int(self.get_meta("generation") or 0)
+
+    def _bump_generation(self) -> None:
+        self.set_meta("generation", str(self.generation + 1))
+
+    # ------------------------------------------------------------------ files
+
+    def files_under(self, roots: Sequence[str]) -> dict[str, FileRecord]:
+        """Indexed files under (or found through) ``roots`` — all files when empty — by path."""
+        sql, params = _under(roots)
+        rows = self.db.execute(
+            f"SELECT path, root, kind, size, mtime_ns, hash, caption FROM files WHERE {sql}",
+            params,
+        )
+        return {row[0]: FileRecord(*row) for row in rows}
+
+    def files_with_hashes(self, hashes: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
+        """``{hash: [(file id, path), …]}`` for the given content hashes."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        wanted = list(set(hashes))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for file_id, path, digest in self.db.execute(
+                f"SELECT id, path, hash FROM files WHERE hash IN ({marks}) ORDER BY path", chunk
+            ):
+                out.setdefault(digest, []).append((file_id, path))
+        return out
+
+    def file_rows(self, ids: Iterable[int]) -> dict[int, sqlite3.Row | tuple[object, ...]]:
+        """Full ``files`` rows by id."""
+        out: dict[int, sqlite3.Row | tuple[object, ...]] = {}
+        wanted = list(ids)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                f"SELECT id, path, root, kind, size, mtime_ns, hash, caption FROM files "
+                f"WHERE id IN ({marks})",
+                chunk,
+            ):
+                out[int(row[0])] = row
+        return out
+
+    def has_vectors(self, digest: str) -> bool:
+        """Whether pictures of this content are already embedded."""
+        row = self.db.execute("SELECT 1 FROM vectors WHERE hash = ? LIMIT 1", (digest,))
+        return row.fetchone() is not None
+
+    def put_files(self, files: Sequence[FileRecord], vectors: Sequence[VectorRecord]) -> None:
+        """Record ``files`` and the new ``vectors`` of their content in one transaction.
+
+        A file row replaces any earlier row of the same path; its problem entry is cleared.
+        Vectors whose (hash, time) is already stored are kept as they are.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            if vectors:
+                db.executemany(
+                    "INSERT OR IGNORE INTO vectors (hash, time, vector) VALUES (?, ?, ?)",
+                    [
+                        (
+                            v.hash,
+                            STILL if v.time is None else float(v.time),
+                            np.ascontiguousarray(v.vector, dtype=np.float32).tobytes(),
+                        )
+                        for v in vectors
+                    ],
+                )
+            db.executemany(
+                "INSERT INTO files (path, root, kind, size, mtime_ns, hash, caption, indexed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                "root = excluded.root, kind = excluded.kind, size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, hash = excluded.hash, "
+                "caption = excluded.caption, indexed_at = excluded.indexed_at",
+                [
+                    (f.path, f.root, f.kind, f.size, f.mtime_ns, f.hash, f.caption, now)
+                    for f in files
+                ],
+            )
+            db.executemany("DELETE FROM problems WHERE path = ?", [(f.path,) for f in files])
+            removed = self._drop_orphan_vectors(db)
+            if vectors or removed:
+                self._bump_generation()
+
+    def remove_files(self, paths: Sequence[str]) -> int:
+        """Forget ``paths`` (and vectors no other file shares); returns the vectors removed."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            db.executemany("DELETE FROM problems WHERE path = ?", [(p,) for p in paths])
+            removed = self._drop_orphan_vectors(db)
+            if removed:
+                self._bump_generation()
+        return removed
+
+    def _drop_orphan_vectors(self, db: sqlite3.Connection) -> int:
+        cursor = db.execute("DELETE FROM vectors WHERE hash NOT IN (SELECT hash FROM files)")
+        return int(cursor.rowcount)
+
+    # ------------------------------------------------------------------ problems
+
+    def put_problems(self, problems: Sequence[tuple[Problem, int | None, int | None]]) -> None:
+        """Record files that could not be indexed: ``(problem, size, mtime_ns)``.
+
+        A problem file keeps no stale ``files`` row: what was indexed under its path before
+        it broke is removed, so search never returns a file the index could not read.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO problems (path, root, reason, size, mtime_ns, seen_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                "root = excluded.root, reason = excluded.reason, size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, seen_at = excluded.seen_at",
+                [(p.path, p.root, p.reason, size, mtime, now) for p, size, mtime in problems],
+            )
+            db.executemany("DELETE FROM files WHERE path = ?", [(p.path,) for p, _, _ in problems])
+            if self._drop_orphan_vectors(db):
+                self._bump_generation()
+
+    def problem_stamps(self, roots: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
+        """``{path: (size, mtime_ns)}`` of the recorded problems under ``roots``."""
+        sql, params = _under(roots)
+        rows = self.db.execute(f"SELECT path, size, mtime_ns FROM problems WHERE {sql}", params)
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def problems(self) -> list[Problem]:
+        """Every recorded problem, by path."""
+        rows = self.db.execute("SELECT path, root, reason FROM problems ORDER BY path")
+        return [Problem(*row) for row in rows]
+
+    def forget_problems(self, paths: Sequence[str]) -> None:
+        """Drop problem entries (files that are gone)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM problems WHERE path = ?", [(p,) for p in paths])
+
+    # ------------------------------------------------------------------ vectors
+
+    def vector_count(self) -> int:
+        """Number of stored vectors."""
+        return int(self.db.execute("SELECT count(*) FROM vectors").fetchone()[0])
+
+    def file_count(self) -> int:
+        """Number of indexed files."""
+        return int(self.db.execute("SELECT count(*) FROM files").fetchone()[0])
+
+    def all_vectors(self, dim: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Every stored vector: ``(ids (N,), vectors (N, dim))``, by id."""
+        n = self.vector_count()
+        ids = np.empty(n, dtype=np.int64)
+        out = np.empty((n, dim), dtype=np.float32)
+        i = 0
+        for vid, blob in self.db.execute("SELECT id, vector FROM vectors ORDER BY id"):
+            if i == n:
+                break  # rows added since the count (a concurrent writer): next time
+            ids[i] = vid
+            out[i] = np.frombuffer(blob, dtype=np.float32, count=dim)
+            i += 1
+        return ids[:i], out[:i]
+
+    def sample_vectors(self, dim: int, n: int) -> npt.NDArray[np.float32]:
+        """At most ``n`` stored vectors, evenly spaced by id (all of them when fewer)."""
+        ids = np.fromiter(
+            (r[0] for r in self.db.execute("SELECT id FROM vectors ORDER BY id")), dtype=np.int64
+        )
+        if len(ids) > n:
+            ids = ids[np.linspace(0, len(ids) - 1, n).astype(np.int64)]
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        found = 0
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for (blob,) in self.db.execute(
+                f"SELECT vector FROM vectors WHERE id IN ({marks}) ORDER BY id", chunk
+            ):
+                out[found] = np.frombuffer(blob, dtype=np.float32, count=dim)
+                found += 1
+        return out[:found]
+
+    def vectors_for(self, ids: Iterable[int]) -> dict[int, tuple[str, float | None]]:
+        """``{vector id: (hash, frame time or None)}``."""
+        out: dict[int, tuple[str, float | None]] = {}
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for vid, digest, t in self.db.execute(
+                f"SELECT id, hash, time FROM vectors WHERE id IN ({marks})", chunk
+            ):
+                out[int(vid)] = (str(digest), None if t == STILL else float(t))
+        return out
+
+    def vector_of_file(self, path: str) -> npt.NDArray[np.float32] | None:
+        """The (first) stored vector of an indexed file, for "more like this"."""
+        row = self.db.execute(
+            "SELECT v.vector FROM files f JOIN vectors v ON v.hash = f.hash "
+            "WHERE f.path = ? ORDER BY v.time LIMIT 1",
+            (path,),
+        ).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def vector_ids_where(self, sql: str, params: Sequence[object]) -> npt.NDArray[np.int64]:
+        """Ids of the vectors of files matching ``WHERE sql`` (over ``files`` as ``f``)."""
+        rows = self.db.execute(
+            f"SELECT DISTINCT v.id FROM files f JOIN vectors v ON v.hash = f.hash WHERE {sql}",
+            tuple(params),
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+
+def _under(roots: Sequence[str]) -> tuple[str, tuple[object, ...]]:
+    """``WHERE`` text matching rows found through ``roots``, or whose path lies under one."""
+    if not roots:
+        return "1", ()
+    clauses = []
+    params: list[object] = []
+    for root in roots:
+        prefix = root.rstrip(os.sep) + os.sep
+        clauses.append("(root = ? OR path = ? OR substr(path, 1, ?) = ?)")
+        params += [root, root, len(prefix), prefix]
+    return " OR ".join(clauses), tuple(params)
