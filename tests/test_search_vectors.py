@@ -229,7 +229,7 @@ def test_starved_graph_search_falls_back_to_the_scan(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A beam too narrow for the filter returns short rows; the exact scan completes them."""
-    import crossmodal.search.vectors as vectors_module
+    import crossmodal.search.faiss_index as faiss_index_module
 
     ids, _, queries = data
     index = built["hnsw"]
@@ -242,7 +242,7 @@ def test_starved_graph_search_falls_back_to_the_scan(
         return scan(self, q, k, bitmap)
 
     monkeypatch.setattr(FaissIndex, "_scan", counted_scan)
-    monkeypatch.setattr(vectors_module, "_MAX_FILTERED_EF", 16)
+    monkeypatch.setattr(faiss_index_module, "_MAX_FILTERED_EF", 16)
     saved = index.options
     index.options = replace(saved, exact_scan_limit=0, ef_search=16)
     try:
