@@ -54,7 +54,7 @@ __all__ = ["Hit", "Index", "IndexConfig", "IndexReport", "SearchFilter"]
 log = logging.getLogger(__name__)
 
 VECTORS_NAME = "vectors.idx"
-WEAK_RELEVANCE = 3.0  # hits whose relevance (a z-score, see Hit) is below this are weak
+WEAK_RELEVANCE = 2.5  # hits whose relevance (a z-score, see Hit) is below this are weak
 NULL_SAMPLE = 2048  # stored vectors a query is compared with to learn its score spread
 
 
