@@ -6,7 +6,8 @@
         index.add(["~/Pictures"])
         hits = index.search(text="a dog on the beach", k=10)
 
-Modules: ``index`` (the :class:`Index`: incremental indexing and search), ``store`` (SQLite,
+Modules: ``index`` (the :class:`Index`: incremental indexing and search), ``results``
+(config, filter, hits, report), ``entries`` (what to index), ``store`` (SQLite,
 the source of truth), ``vectors`` (exact and FAISS vector indexes), ``walk`` (finding files),
 ``video`` (frame sampling), ``query`` (the query language), ``page`` (the HTML page of hits),
 ``lock`` (one writer) and ``demo`` (``crossmodal demo``).

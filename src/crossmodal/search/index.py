@@ -27,147 +27,49 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
 from crossmodal.errors import ConfigError, CrossmodalError, InputError
+from crossmodal.search.entries import (
+    Entry,
+    find_entries,
+    hash_or_reason,
+    is_manifest,
+    problem_of,
+    record_of,
+)
 from crossmodal.search.lock import writer_lock
 from crossmodal.search.query import Query
+from crossmodal.search.results import WEAK_RELEVANCE, Hit, IndexConfig, IndexReport, SearchFilter
 from crossmodal.search.store import FileRecord, Problem, Store, VectorRecord
-from crossmodal.search.video import VideoSampling, sample_frames
-from crossmodal.search.walk import WalkConfig, WalkProblem, content_hash, walk
+from crossmodal.search.video import sample_frames
 
 if TYPE_CHECKING:
     from crossmodal.encoders.base import Encoder
     from crossmodal.encoders.embedder import Embedder
     from crossmodal.search.vectors import VectorIndex
 
-__all__ = ["Hit", "Index", "IndexConfig", "IndexReport", "SearchFilter"]
+__all__ = [
+    "NULL_SAMPLE",
+    "WEAK_RELEVANCE",
+    "Hit",
+    "Index",
+    "IndexConfig",
+    "IndexReport",
+    "SearchFilter",
+]
 
 log = logging.getLogger(__name__)
 
 VECTORS_NAME = "vectors.idx"
-WEAK_RELEVANCE = 2.5  # hits whose relevance (a z-score, see Hit) is below this are weak
 NULL_SAMPLE = 2048  # stored vectors a query is compared with to learn its score spread
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """How an index embeds and stores."""
-
-    model: str | None = None  # model spec; None: the index's own, or the default model
-    backend: str = "auto"  # vector index kind: auto, exact, flat, hnsw, ivfpq
-    walk: WalkConfig = field(default_factory=WalkConfig)
-    video: VideoSampling = field(default_factory=VideoSampling)
-    batch_size: int = 32  # images per forward pass
-    workers: int = 2  # decoding threads
-    commit_every: int = 256  # files embedded per database transaction
-    progress: bool = False  # a progress bar (files/s, ETA) on stderr
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.workers < 1 or self.commit_every < 1:
-            raise ConfigError("batch_size, workers and commit_every must be at least 1")
-
-
-@dataclass
-class IndexReport:
-    """What one :meth:`Index.add` did."""
-
-    embedded: int = 0  # files whose content was embedded
-    reused: int = 0  # new or changed files whose content was already embedded
-    unchanged: int = 0  # files skipped because path, size and mtime were unchanged
-    removed: int = 0  # files that left the index (deleted from disk)
-    frames: int = 0  # video frames embedded
-    problems: list[Problem] = field(default_factory=list)  # files not indexed, with reasons
-    seconds: float = 0.0  # wall time of the run
-
-    @property
-    def files_per_second(self) -> float:
-        """Embedded files per second of the whole run."""
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class SearchFilter:
-    """Which files a search may return."""
-
-    folder: str | None = None  # only files under this folder
-    kind: Literal["image", "video"] | None = None  # stills or video frames only
-    suffixes: tuple[str, ...] = ()  # file types, e.g. (".png", ".jpg")
-    after: float | None = None  # modified at or after this POSIX time
-    before: float | None = None  # modified before this POSIX time
-
-    def sql(self) -> tuple[str, list[object]]:
-        """A ``WHERE`` clause over ``files f`` and its parameters (``"1"`` when empty)."""
-        clauses: list[str] = []
-        params: list[object] = []
-        if self.folder is not None:
-            folder = os.path.abspath(os.path.expanduser(self.folder)).rstrip(os.sep) + os.sep
-            clauses.append("substr(f.path, 1, ?) = ?")
-            params += [len(folder), folder]
-        if self.kind is not None:
-            clauses.append("f.kind = ?")
-            params.append(self.kind)
-        if self.suffixes:
-            ors = " OR ".join("lower(f.path) LIKE ?" for _ in self.suffixes)
-            clauses.append(f"({ors})")
-            params += ["%" + s.lower() for s in self.suffixes]
-        if self.after is not None:
-            clauses.append("f.mtime_ns >= ?")
-            params.append(int(self.after * 1e9))
-        if self.before is not None:
-            clauses.append("f.mtime_ns < ?")
-            params.append(int(self.before * 1e9))
-        return (" AND ".join(clauses) or "1"), params
-
-    @property
-    def empty(self) -> bool:
-        """True when the filter lets everything through."""
-        return self == SearchFilter()
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result.
-
-    ``score`` is the cosine similarity of the query and the picture. ``relevance`` says how
-    far the score stands out from the query's scores over the whole collection, in standard
-    deviations (``(score - mean) / std`` over a fixed sample of stored pictures): raw cosine
-    scores drift with the model and the query, while a true match stands out from the bulk
-    of unrelated pictures. ``weak`` is ``relevance < WEAK_RELEVANCE``; see the README for how
-    the threshold was calibrated.
-    """
-
-    path: str
-    score: float
-    relevance: float
-    weak: bool
-    kind: str  # "image" or "video"
-    time: float | None  # seconds into the video, for a video frame
-    caption: str | None
-    size: int
-    mtime: float  # POSIX seconds
-
-    def as_dict(self) -> dict[str, object]:
-        """A JSON-ready dict."""
-        return {
-            "path": self.path,
-            "score": round(self.score, 6),
-            "relevance": round(self.relevance, 3),
-            "weak": self.weak,
-            "kind": self.kind,
-            "time": self.time,
-            "caption": self.caption,
-            "size": self.size,
-            "mtime": self.mtime,
-        }
 
 
 class Index:
@@ -250,11 +152,11 @@ class Index:
             self._record_model()
             known = self.store.files_under(roots)
             old_problems = self.store.problem_stamps(roots)
-            manifests = {r for r in roots if _is_manifest(r)}
+            manifests = {r for r in roots if is_manifest(r)}
             seen: set[str] = set()
             todo: list[Entry] = []
             problems: list[tuple[Problem, int | None, int | None]] = []
-            for entry in self._entries(roots, manifests):
+            for entry in find_entries(roots, manifests, self.config.walk):
                 path = str(entry.path)
                 seen.add(path)
                 if isinstance(entry, Problem):
@@ -290,19 +192,6 @@ class Index:
             self._refresh_vectors()
         report.seconds = time.perf_counter() - started
         return report
-
-    def _entries(self, roots: list[str], manifests: set[str]) -> Iterator[Entry | Problem]:
-        """Every file under the folder roots (by :func:`walk`) and in the manifests."""
-        folders = [r for r in roots if r not in manifests]
-        if folders:
-            for found in walk(folders, self.config.walk):
-                root = _root_of(str(found.path), folders)
-                if isinstance(found, WalkProblem):
-                    yield Problem(str(found.path), root, found.reason)
-                else:
-                    yield Entry(str(found.path), root, found.kind, found.size, found.mtime_ns, None)
-        for manifest in sorted(manifests):
-            yield from _manifest_entries(manifest)
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Forget files (by path, or every file under a folder); returns how many."""
@@ -359,15 +248,15 @@ class Index:
         vectors: list[VectorRecord] = []
         to_embed: dict[str, list[Entry]] = {}  # content hash → files with it
         with ThreadPoolExecutor(self.config.workers) as pool:  # hashlib releases the GIL
-            digests = list(pool.map(_hash_or_reason, chunk))
+            digests = list(pool.map(hash_or_reason, chunk))
         for entry, (digest, reason) in zip(chunk, digests, strict=True):
             if digest is None:
-                problems.append(_problem(entry, reason))
+                problems.append(problem_of(entry, reason))
                 continue
             if digest in to_embed or not self.store.has_vectors(digest):
                 to_embed.setdefault(digest, []).append(entry)
             else:
-                records.append(_record(entry, digest))
+                records.append(record_of(entry, digest))
                 report.reused += 1
         images = [(d, files[0]) for d, files in to_embed.items() if files[0].kind == "image"]
         videos = [(d, files[0]) for d, files in to_embed.items() if files[0].kind == "video"]
@@ -380,19 +269,19 @@ class Index:
                 vectors.append(VectorRecord(digest, None, result.vectors[row]))
                 embedded.add(digest)
             for position, reason in result.failures:
-                problems += [_problem(f, reason) for f in to_embed[images[position][0]]]
+                problems += [problem_of(f, reason) for f in to_embed[images[position][0]]]
         for digest, entry in videos:
             try:
                 frames = self._embed_video(entry, digest)
             except CrossmodalError as exc:
-                problems += [_problem(f, str(exc)) for f in to_embed[digest]]
+                problems += [problem_of(f, str(exc)) for f in to_embed[digest]]
                 continue
             vectors.extend(frames)
             report.frames += len(frames)
             embedded.add(digest)
         for digest in embedded:
             files = to_embed[digest]
-            records += [_record(f, digest) for f in files]
+            records += [record_of(f, digest) for f in files]
             report.embedded += 1
             report.reused += len(files) - 1
         if records:
@@ -568,72 +457,3 @@ class Index:
                     )
                 )
         return hits
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A file to index: from a folder walk, or a manifest row (with its caption)."""
-
-    path: str
-    root: str  # the folder or manifest it was found through
-    kind: Literal["image", "video"]
-    size: int
-    mtime_ns: int
-    caption: str | None
-
-
-MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
-
-
-def _is_manifest(path: str) -> bool:
-    return os.path.isfile(path) and path.lower().endswith(MANIFEST_SUFFIXES)
-
-
-def _manifest_entries(manifest: str) -> Iterator[Entry | Problem]:
-    """The images a manifest lists (caption: its captions joined by " / ")."""
-    from crossmodal.data.manifests import ManifestSource
-    from crossmodal.search.walk import classify
-
-    source = ManifestSource(manifest, on_missing="skip")
-    for skipped in source.skipped:
-        yield Problem(skipped.source, manifest, skipped.reason)
-    for sample in source:
-        path = os.path.abspath(str(sample.image))
-        kind = classify(path) or "image"
-        try:
-            stat = os.stat(path)
-        except OSError as exc:
-            yield Problem(path, manifest, f"cannot read: {exc.strerror}")
-            continue
-        caption = " / ".join(sample.captions) or None
-        yield Entry(path, manifest, kind, stat.st_size, stat.st_mtime_ns, caption)
-
-
-def _root_of(path: str, roots: list[str]) -> str:
-    for candidate in roots:
-        if path == candidate or path.startswith(candidate.rstrip(os.sep) + os.sep):
-            return candidate
-    return roots[0]
-
-
-def _hash_or_reason(entry: Entry) -> tuple[str | None, str]:
-    try:
-        return content_hash(entry.path), ""
-    except CrossmodalError as exc:
-        return None, str(exc)
-
-
-def _problem(entry: Entry, reason: str) -> tuple[Problem, int | None, int | None]:
-    return Problem(entry.path, entry.root, reason), entry.size, entry.mtime_ns
-
-
-def _record(entry: Entry, digest: str) -> FileRecord:
-    return FileRecord(
-        path=entry.path,
-        root=entry.root,
-        kind=entry.kind,
-        size=entry.size,
-        mtime_ns=entry.mtime_ns,
-        hash=digest,
-        caption=entry.caption,
-    )
