@@ -126,6 +126,10 @@ def run_index(args: argparse.Namespace) -> int:
         f"{len(report.problems)} problem(s) in {report.seconds:.1f}s "
         f"({report.files_per_second:.1f} files/s); {total} file(s) in {db} [{model}]"
     )
+    if report.index_rebuilt:
+        print(f"search index built from {report.vectors_added} vector(s)")
+    elif report.vectors_added or report.vectors_removed:
+        print(f"search index updated: +{report.vectors_added} -{report.vectors_removed} vector(s)")
     if args.report:
         _print_problems(report.problems)
     elif report.problems:

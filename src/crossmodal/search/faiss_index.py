@@ -108,6 +108,10 @@ class FaissIndex:
     def __len__(self) -> int:
         return self._table.n_live
 
+    def ids(self) -> IdArray:
+        """The live ids, in storage order."""
+        return self._table.labels[self._table.alive].copy()
+
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         """Store ``vectors`` under ``ids``; an id already stored is replaced."""
         id_arr, vec = _check_pairs(ids, vectors, self.dim)

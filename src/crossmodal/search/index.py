@@ -18,8 +18,9 @@ How indexing stays incremental (the rclip recipe, plus content hashes):
 Embedded files are committed to SQLite every ``commit_every`` files, each batch in one
 transaction with its vectors, so a killed run loses at most the batch in flight and the
 next run finishes the job; nothing is duplicated (paths and (content, frame) are unique
-keys). The vector index used for search is rebuilt from the database whenever its saved
-generation is behind (see :mod:`crossmodal.search.store`).
+keys). The vector index used for search is brought up to date from the database whenever
+its saved generation is behind: updated by the vectors added and removed since, or rebuilt
+when that would give a worse index (see :mod:`crossmodal.search.sync`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from crossmodal.search.video import sample_frames
 if TYPE_CHECKING:
     from crossmodal.encoders.base import Encoder
     from crossmodal.encoders.embedder import Embedder
+    from crossmodal.search.sync import SyncResult
     from crossmodal.search.vectors import VectorIndex
 
 __all__ = [
@@ -92,6 +94,9 @@ class Index:
         self._vectors: VectorIndex | None = None
         self._vectors_generation = -1
         self._null: npt.NDArray[np.float32] | None = None
+        self.last_sync: SyncResult | None = None  # how the vector index last caught up
+        if store.created:  # a vector index left beside a new database is not derived from it
+            (self.directory / VECTORS_NAME).unlink(missing_ok=True)
 
     @classmethod
     def open(
@@ -189,7 +194,12 @@ class Index:
             if problems:
                 self.store.put_problems(problems)
             report.problems = [p for p, _, _ in problems]
+            self.last_sync = None
             self._refresh_vectors()
+            if self.last_sync is not None:
+                report.vectors_added = self.last_sync.added
+                report.vectors_removed = self.last_sync.removed
+                report.index_rebuilt = self.last_sync.rebuilt
         report.seconds = time.perf_counter() - started
         return report
 
@@ -308,8 +318,9 @@ class Index:
     # ------------------------------------------------------------------ vectors
 
     def _refresh_vectors(self) -> VectorIndex | None:
-        """The vector index, in step with the database (loaded, or rebuilt and saved)."""
-        from crossmodal.search.vectors import build_vector_index, load_vector_index
+        """The vector index, in step with the database (loaded, updated or built; saved)."""
+        from crossmodal.search.sync import sync_vector_index
+        from crossmodal.search.vectors import load_vector_index
 
         generation = self.store.generation
         if self._vectors is not None and self._vectors_generation == generation:
@@ -319,24 +330,26 @@ class Index:
             return None  # nothing indexed yet
         dim = int(dim_text)
         path = self.directory / VECTORS_NAME
-        index: VectorIndex | None = None
-        if path.is_file():
+        stale, self._vectors = self._vectors, None  # in memory but behind, or None
+        if stale is None and path.is_file():
             try:
-                loaded, saved_generation = load_vector_index(path)
-                if saved_generation == generation and loaded.dim == dim:
-                    index = loaded
+                stale, saved_generation = load_vector_index(path)
+                if saved_generation == generation and stale.dim == dim:
+                    self._vectors, self._vectors_generation = stale, generation
+                    return stale
+                if saved_generation > generation:
+                    stale = None  # from another database: its ids mean nothing here
             except CrossmodalError as exc:
                 log.warning("%s: %s; rebuilding it from the database", path, exc)
-        if index is None:
-            ids, vectors = self.store.all_vectors(dim)
-            index = build_vector_index(ids, vectors, kind=self.config.backend, dim=dim)
-            try:
-                index.save(path, generation=generation)
-            except OSError as exc:  # a read-only index directory: search from memory
-                log.warning("%s: cannot save the vector index (%s)", path, exc)
-            self._null = None
-        self._vectors, self._vectors_generation = index, generation
-        return index
+        synced = sync_vector_index(self.store, stale, self.config.backend, dim)
+        self.last_sync = synced
+        try:
+            synced.index.save(path, generation=generation)
+        except OSError as exc:  # a read-only index directory: search from memory
+            log.warning("%s: cannot save the vector index (%s)", path, exc)
+        self._null = None
+        self._vectors, self._vectors_generation = synced.index, generation
+        return synced.index
 
     def _null_sample(self, dim: int) -> npt.NDArray[np.float32]:
         """A fixed sample of stored vectors (evenly spaced by id) for relevance scores."""

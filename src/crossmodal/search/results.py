@@ -44,6 +44,9 @@ class IndexReport:
     removed: int = 0  # files that left the index (deleted from disk)
     frames: int = 0  # video frames embedded
     problems: list[Problem] = field(default_factory=list)  # files not indexed, with reasons
+    vectors_added: int = 0  # vectors put into the search index (all of them on a rebuild)
+    vectors_removed: int = 0  # vectors taken out of the search index
+    index_rebuilt: bool = False  # the search index was rebuilt rather than updated
     seconds: float = 0.0  # wall time of the run
 
     @property

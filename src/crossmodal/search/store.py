@@ -10,7 +10,8 @@ Every change happens in a transaction, so a killed writer leaves the database as
 commit: files are only recorded together with their vectors, and re-running the indexer
 finishes the job. ``generation`` grows with every commit that changes vectors; a derived
 vector index (FAISS, or the exact matrix) saved with the generation it was built at is
-known to be stale when the numbers differ, and is rebuilt from here.
+known to be stale when the numbers differ, and is brought up to date from here
+(:mod:`crossmodal.search.sync`: vector ids are never reused and vectors never change).
 
 Schema changes go through :data:`MIGRATIONS`: version ``n`` is reached from ``n - 1`` by the
 ``n``-th script, run in one transaction on open. A database newer than this code is refused.
@@ -138,6 +139,7 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
             self.db.execute("PRAGMA foreign_keys=ON")
+            self.created = self._version() == 0  # a new database (or an empty file)
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise InputError(
@@ -365,6 +367,30 @@ class Store:
             out[i] = np.frombuffer(blob, dtype=np.float32, count=dim)
             i += 1
         return ids[:i], out[:i]
+
+    def vector_ids(self) -> npt.NDArray[np.int64]:
+        """Every stored vector's id, ascending."""
+        rows = self.db.execute("SELECT id FROM vectors ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def vectors_by_id(
+        self, ids: Sequence[int] | npt.NDArray[np.int64], dim: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The stored vectors of ``ids``: ``(ids found (M,), vectors (M, dim))``, by id."""
+        wanted = sorted({int(i) for i in ids})
+        found_ids = np.empty(len(wanted), dtype=np.int64)
+        out = np.empty((len(wanted), dim), dtype=np.float32)
+        found = 0
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for vid, blob in self.db.execute(
+                f"SELECT id, vector FROM vectors WHERE id IN ({marks}) ORDER BY id", chunk
+            ):
+                found_ids[found] = vid
+                out[found] = np.frombuffer(blob, dtype=np.float32, count=dim)
+                found += 1
+        return found_ids[:found], out[:found]
 
     def sample_vectors(self, dim: int, n: int) -> npt.NDArray[np.float32]:
         """At most ``n`` stored vectors, evenly spaced by id (all of them when fewer)."""

@@ -146,6 +146,10 @@ class VectorIndex(Protocol):
         """Number of live (searchable) vectors."""
         ...
 
+    def ids(self) -> IdArray:
+        """The live ids, in storage order."""
+        ...
+
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         """Store ``vectors`` (N, D) under ``ids`` (N,); an id already stored is replaced."""
         ...
