@@ -277,3 +277,19 @@ def test_video_frames_are_hits_with_their_time(tmp_path: Path) -> None:
 
     write_results_page(page, "red", [("red", frames)])
     assert "video 2.00s" in page.read_text(encoding="utf-8")
+
+
+def test_video_scene_changes_through_the_cli(tmp_path: Path) -> None:
+    from tests.test_search_video import COLOURS, three_colours
+
+    gallery = tmp_path / "clips"
+    gallery.mkdir()
+    three_colours(gallery / "colours.mp4")  # cuts at 1.5 s (green) and 3.0 s (blue)
+    db = tmp_path / "db"
+    args = ["index", str(gallery), "--db", str(db), "--no-progress"]
+    assert main([*args, "--video-every", "60", "--video-scene", "0.3"]) == 0
+    green = tmp_path / "green.png"
+    Image.new("RGB", (64, 64), COLOURS["green"]).save(green)
+    hits = _search(db, str(green))
+    assert sorted(float(h["time"]) for h in hits) == pytest.approx([0.0, 1.5, 3.0])  # type: ignore[arg-type]
+    assert float(hits[0]["time"]) == pytest.approx(1.5)  # type: ignore[arg-type]

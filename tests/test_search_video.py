@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from crossmodal.errors import BackendUnavailableError, ConfigError, ImageDecodeError
-from crossmodal.search.video import Frame, VideoSampling, sample_frames, video_duration
+from crossmodal.search.video import (
+    Frame,
+    VideoSampling,
+    frame_at,
+    sample_frames,
+    video_duration,
+)
 
 av = pytest.importorskip("av")
 if "mpeg4" not in av.codecs_available:
@@ -86,6 +92,16 @@ def test_fixed_rate_takes_one_frame_per_second_with_the_right_picture(
     assert [colour_of(f) for f in frames] == ["red", "red", "green", "blue", "blue"]
     for frame in frames:
         assert frame.image.mode == "RGB" and frame.image.size == (64, 48)
+
+
+@pytest.mark.parametrize("kind", ["mp4", "every-frame-key", "sparse-keys", "ts"])
+def test_frame_at_seeks_to_the_frame_shown_at_a_time(videos: dict[str, Path], kind: str) -> None:
+    for time in (0.0, 0.75, 1.45, 1.55, 2.95, 3.05, 4.4, 60.0):
+        frame = frame_at(videos[kind], time)
+        assert frame.time <= time + 1e-3 and frame.time > min(time, 4.4) - 0.1 - 1e-3
+        assert colour_of(frame) == expected_colour(frame.time), (kind, time, frame.time)
+    with pytest.raises(ImageDecodeError, match="file not found"):
+        frame_at(videos[kind].with_name("missing.mp4"), 1.0)
 
 
 def test_default_sampling_is_every_two_seconds(videos: dict[str, Path]) -> None:

@@ -89,8 +89,6 @@ def thumbnail_data_uri(path: str, time: float | None = None) -> str | None:
         image = _frame_at(path, time) if time is not None else _still(path)
     except (CrossmodalError, OSError):
         return None
-    if image is None:
-        return None
     image.thumbnail((THUMB, THUMB))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
@@ -103,12 +101,7 @@ def _still(path: str) -> Image.Image:
     return load_image(path, draft_size=THUMB)
 
 
-def _frame_at(path: str, time: float) -> Image.Image | None:
-    from crossmodal.search.video import VideoSampling, sample_frames
+def _frame_at(path: str, time: float) -> Image.Image:
+    from crossmodal.search.video import frame_at
 
-    best = None
-    for frame in sample_frames(path, VideoSampling(every=max(time, 0.05) / 2 or 1.0)):
-        if frame.time > time + 1e-3:
-            break
-        best = frame.image
-    return best
+    return frame_at(path, time).image

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
 
-__all__ = ["Frame", "VideoSampling", "sample_frames", "video_duration"]
+__all__ = ["Frame", "VideoSampling", "frame_at", "sample_frames", "video_duration"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,36 @@ def sample_frames(
             yield frame
         if kept == 0:
             raise ImageDecodeError(name, "video: no frame could be decoded")
+
+
+def frame_at(path: str | os.PathLike[str], time: float) -> Frame:
+    """The frame shown at ``time`` seconds (the last one starting at or before it).
+
+    Seeks to the keyframe before ``time`` when the file has an index of them, so a frame an hour into a
+    film costs a seek and a few decoded frames, not an hour of decoding. Past the end, the
+    last frame.
+
+    Raises:
+        BackendUnavailableError: PyAV is not installed.
+        ImageDecodeError: As :func:`sample_frames`, for a file that cannot be read.
+    """
+    name = os.fspath(path)
+    container, stream = _open_video(name)
+    with container:
+        if _keyframe_between(stream, 0.0, time):  # else (no index): decode from the start
+            try:
+                container.seek(_timestamp(stream, time), stream=stream, backward=True)
+            except Exception as exc:
+                logger.debug("%s: seek to %.3f s failed (%s); decoding on", name, time, exc)
+        best: tuple[float, VideoFrame] | None = None
+        with closing(_decode(container, stream, name)) as frames:
+            for t, frame in frames:
+                if best is not None and t > time + _TOLERANCE:
+                    break
+                best = (t, frame)
+        if best is None:
+            raise ImageDecodeError(name, "video: no frame could be decoded")
+        return Frame(time=best[0], image=_to_image(best[1]))
 
 
 def video_duration(path: str | os.PathLike[str]) -> float | None:
