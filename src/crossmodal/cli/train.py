@@ -5,6 +5,8 @@
         --epochs 3 --lock-image --eval-data val.csv
     crossmodal wise-ft --zero-shot zs.safetensors --finetuned runs/ft/model.safetensors \
         --alpha 0.5 --out mixed.safetensors
+    crossmodal train --task classify --data train.jsonl --text-column tags \
+        --label-column subgroup --head gated --eval-data test.jsonl --out runs/head
 
 ``train`` builds the model from a registered native name (fresh weights) or a native spec
 with ``@weights`` (fine-tuning), trains it with the contrastive objective and writes
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crossmodal.cli.classify import add_classify_arguments, run_classify
 from crossmodal.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -61,8 +64,19 @@ def _add_train_parser(sub: Any) -> None:
     )
     p.add_argument("-d", "--data", required=True, help="captioned manifest or shards")
     p.add_argument(
-        "-m", "--model", required=True, help="registered name (fresh) or native:NAME@weights"
+        "-m",
+        "--model",
+        help="registered name (fresh) or native:NAME@weights; with --task classify, the "
+        "frozen encoder (default: the embedded emoji-mini)",
     )
+    p.add_argument(
+        "--task",
+        choices=("contrastive", "classify"),
+        default="contrastive",
+        help="contrastive: train the dual encoder (default); classify: train a multimodal "
+        "classifier head (image + text -> label) with cross-entropy on frozen features",
+    )
+    add_classify_arguments(p)
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
     p.add_argument(
         "--tokenizer",
@@ -248,6 +262,10 @@ def _attach_tokenizer(config: CLIPConfig, path: Path) -> CLIPConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Build the job, train, save the weights, optionally evaluate, print a summary."""
+    if args.task == "classify":
+        return run_classify(args)
+    if args.model is None:
+        raise ConfigError("train: --model is required (a registered name or native:NAME@weights)")
     from crossmodal.models.weights import save_weights
     from crossmodal.train import distributed
     from crossmodal.train.loop import train

@@ -143,9 +143,10 @@ def sample_frames(
 def frame_at(path: str | os.PathLike[str], time: float) -> Frame:
     """The frame shown at ``time`` seconds (the last one starting at or before it).
 
-    Seeks to the keyframe before ``time`` when the file has an index of them, so a frame an hour into a
-    film costs a seek and a few decoded frames, not an hour of decoding. Past the end, the
-    last frame.
+    Seeks to the keyframe before ``time`` when the file has an index of keyframes, so a frame
+    an hour into a film costs a seek and a few decoded frames, not an hour of decoding (a file
+    without an index, such as MPEG-TS, is decoded from the start). Past the end, the last
+    frame.
 
     Raises:
         BackendUnavailableError: PyAV is not installed.

@@ -122,24 +122,29 @@ class ContrastiveObjective:
 
 
 class ClassificationObjective:
-    """Cross-entropy of a classifier head: ``model(batch[input_key]) -> logits (B, C)``."""
+    """Cross-entropy of a classifier head: ``model(batch[input_key]) -> logits (B, C)``.
+
+    With ``input_key=None`` the model gets the whole batch mapping (heads that read several
+    entries, such as :class:`~crossmodal.heads.classify.MultimodalClassifier`).
+    """
 
     name = "classification"
 
     def __init__(
         self,
-        input_key: str = "inputs",
+        input_key: str | None = "inputs",
         label_key: str = "labels",
         loss: CrossEntropyLoss | None = None,
     ) -> None:
-        self.input_key = input_key  # batch entry passed to the model
+        self.input_key = input_key  # batch entry passed to the model; None: the whole batch
         self.label_key = label_key  # batch entry holding integer class labels (B,)
         self.loss = loss if loss is not None else CrossEntropyLoss()
 
     def training_step(self, model: nn.Module, batch: Batch) -> StepOutput:
         """Classify the batch and take the mean cross-entropy; also report accuracy."""
-        _require(batch, (self.input_key, self.label_key), self.name)
-        logits = model(batch[self.input_key])
+        keys = (self.label_key,) if self.input_key is None else (self.input_key, self.label_key)
+        _require(batch, keys, self.name)
+        logits = model(batch if self.input_key is None else batch[self.input_key])
         labels = batch[self.label_key]
         loss = self.loss(logits, labels)
         accuracy = (logits.detach().argmax(dim=-1) == labels).float().mean()
