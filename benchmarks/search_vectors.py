@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +241,20 @@ def run_size(args: argparse.Namespace, n: int) -> tuple[dict[str, object], list[
             f"{base.p50_ms / row.p50_ms:>8.1f}x{row.recall:>7.3f}{row.rss_mb:>9.0f}"
             f"{row.file_mb:>9.0f}{row.load_s:>8.2f}"
         )
+    sweep = []
+    if "hnsw" in indexes and indexes["hnsw"].kind == "hnsw":
+        hnsw = indexes["hnsw"]
+        default = hnsw.options  # type: ignore[attr-defined]
+        for ef in args.ef_sweep:
+            hnsw.options = replace(default, ef_search=ef)  # type: ignore[attr-defined]
+            s, found = timed_queries(hnsw, queries, args.k, args.query_threads)
+            r = recall(found, truth)
+            print(
+                f"hnsw efSearch={ef}: p50 {np.median(s) * 1e3:.3f} ms, p95 "
+                f"{np.percentile(s, 95) * 1e3:.3f} ms, R@{args.k} {r:.3f}"
+            )
+            sweep.append({"ef_search": ef, "p50_ms": np.median(s) * 1e3, "recall": r})
+        hnsw.options = default  # type: ignore[attr-defined]
     filtered = []
     rng = np.random.default_rng(args.seed + 2)
     for share in args.filters:
@@ -269,6 +283,7 @@ def run_size(args: argparse.Namespace, n: int) -> tuple[dict[str, object], list[
         "auto": auto,
         "rows": [vars(r) for r in rows],
         "filtered": filtered,
+        "ef_sweep": sweep,
     }
     return record, rows
 
@@ -298,6 +313,13 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=32, help="latent rank of the proxy data")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument(
+        "--ef-sweep",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time the built HNSW index at these efSearch values (e.g. 96 192 256)",
+    )
     parser.add_argument(
         "--filters",
         type=float,

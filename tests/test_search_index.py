@@ -181,7 +181,7 @@ def test_query_language(tmp_path: Path) -> None:
         parse_query("cats +")
 
 
-def test_html_page_shows_the_hits(tmp_path: Path) -> None:
+def test_html_page_shows_the_hits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gallery, db = _gallery(tmp_path), tmp_path / "db"
     assert main(["index", str(gallery), "--db", str(db), "--no-progress"]) == 0
     page = tmp_path / "hits.html"
@@ -189,6 +189,13 @@ def test_html_page_shows_the_hits(tmp_path: Path) -> None:
     text = page.read_text(encoding="utf-8")
     assert text.count("data:image/jpeg;base64,") == 3
     assert "red-circle.png" in text and "crossmodal search: a red circle" in text
+    assert 'class="heat"' not in text
+    # --explain adds a heat map of the query over each hit's patches
+    _search(db, "a", "red", "circle", extra=("--html", str(page), "--top", "3", "--explain"))
+    text = page.read_text(encoding="utf-8")
+    assert text.count('class="heat"') == 3 and text.count("data:image/jpeg;base64,") == 6
+    assert main(["search", "red", "--db", str(db), "--explain"]) == 1
+    assert "--explain draws heat maps into the page: give --html too" in capsys.readouterr().err
 
 
 def test_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

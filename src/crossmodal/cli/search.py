@@ -88,6 +88,12 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--before", help="modified before this date (YYYY-MM-DD)")
     s.add_argument("--json", action="store_true", help="print hits as JSON lines")
     s.add_argument("--html", type=Path, help="also write a page of thumbnails here")
+    s.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --html: add a heat map per hit of where the query falls in the picture "
+        "(cross-modal attention over its patches; native models)",
+    )
     s.set_defaults(run=run_search)
 
 
@@ -162,7 +168,10 @@ def run_search(args: argparse.Namespace) -> int:
         after=_date(args.after, "--after"),
         before=_date(args.before, "--before"),
     )
+    if args.explain and args.html is None:
+        raise InputError("--explain draws heat maps into the page: give --html too")
     db = args.db or default_db()
+    explain = None
     with Index.open(db, create=False) as index:
         if args.like:
             if args.query:
@@ -171,9 +180,10 @@ def run_search(args: argparse.Namespace) -> int:
         else:
             if not args.query:
                 raise InputError("empty query: give words, an image path, or --like")
-            hits = index.search(
-                query=parse_query(args.query, cwd=Path.cwd()), k=args.top, where=where
-            )
+            query = parse_query(args.query, cwd=Path.cwd())
+            hits = index.search(query=query, k=args.top, where=where)
+            if args.explain:
+                explain = _explainer(index, index.query_vector(query))
     if args.json:
         for hit in hits:
             print(json.dumps(hit.as_dict(), ensure_ascii=False))
@@ -188,9 +198,35 @@ def run_search(args: argparse.Namespace) -> int:
         from crossmodal.search.page import write_results_page
 
         title = args.like or " ".join(args.query)
-        written = write_results_page(args.html, title, [(title, hits)])
+        written = write_results_page(args.html, title, [(title, hits)], explain=explain)
         print(f"wrote {written}", file=sys.stderr)
     return 0
+
+
+def _explainer(index: Any, query: Any) -> Any:
+    """Hit → heat map of the query vector over the hit's patches, or None (not native)."""
+    import torch
+
+    from crossmodal.encoders.native import NativeEncoder
+    from crossmodal.heads.heatmap import render_heatmap, vector_heatmap
+    from crossmodal.search.video import frame_at
+
+    encoder = index.encoder
+    if not isinstance(encoder, NativeEncoder):
+        print(
+            f"--explain: heat maps need a native model's patch tokens; {index.model} is not "
+            "one, so the page has none",
+            file=sys.stderr,
+        )
+        return None
+    model = encoder.model.float()
+    vector = torch.from_numpy(query)
+
+    def explain(hit: Any) -> Any:
+        picture = frame_at(hit.path, hit.time).image if hit.time is not None else hit.path
+        return render_heatmap(vector_heatmap(model, picture, vector), size=160)
+
+    return explain
 
 
 def _date(text: str | None, flag: str) -> float | None:

@@ -11,7 +11,7 @@ import base64
 import html
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ h2{font-size:1rem;margin-top:1.5rem}
 figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:8px;padding:8px}
 figure.weak{opacity:.55}
 figure img{width:100%;height:224px;object-fit:contain;background:#fff}
+figure img.heat{height:160px;margin-top:4px}
 figcaption{font-size:.8rem;word-break:break-all}
 .score{font-weight:600}
 .tag{display:inline-block;font-size:.7rem;padding:0 4px;border-radius:4px;background:#eee}
@@ -45,11 +46,16 @@ def write_results_page(
     path: str | os.PathLike[str],
     title: str,
     sections: Sequence[tuple[str, Sequence[Hit]]],
+    explain: Callable[[Hit], Image.Image | None] | None = None,
 ) -> Path:
-    """Write the page (one section of hits per query) atomically; return its path."""
+    """Write the page (one section of hits per query) atomically; return its path.
+
+    ``explain``, when given, makes a second picture per hit (a heat map of where the query
+    falls in it: :mod:`crossmodal.heads.heatmap`), shown under the thumbnail.
+    """
     parts = []
     for query, hits in sections:
-        cards = "\n".join(_card(rank, hit) for rank, hit in enumerate(hits, 1))
+        cards = "\n".join(_card(rank, hit, explain) for rank, hit in enumerate(hits, 1))
         parts.append(
             f"<section><h2>{html.escape(query)}</h2>"
             f'<div class="grid">{cards or "<p>No hits.</p>"}</div></section>'
@@ -64,10 +70,22 @@ def write_results_page(
     return atomic_write_text(path, text)
 
 
-def _card(rank: int, hit: Hit) -> str:
+def _card(rank: int, hit: Hit, explain: Callable[[Hit], Image.Image | None] | None) -> str:
     uri = thumbnail_data_uri(hit.path, hit.time)
     name = html.escape(Path(hit.path).name)
     picture = f'<img alt="{name}" src="{uri}">' if uri else "<p>(no preview)</p>"
+    heat = None
+    if explain is not None:
+        try:
+            heat = explain(hit)
+        except (CrossmodalError, OSError):
+            heat = None
+    if heat is not None:
+        picture += (
+            f'<img class="heat" alt="where the query falls in {name}" '
+            f'title="attention of the query over the picture\'s patches (red: most)" '
+            f'src="{_data_uri(heat)}">'
+        )
     tags = []
     if hit.time is not None:
         tags.append(f'<span class="tag">video {hit.time:.2f}s</span>')
@@ -90,8 +108,12 @@ def thumbnail_data_uri(path: str, time: float | None = None) -> str | None:
     except (CrossmodalError, OSError):
         return None
     image.thumbnail((THUMB, THUMB))
+    return _data_uri(image)
+
+
+def _data_uri(image: Image.Image) -> str:
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
+    image.convert("RGB").save(buffer, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
