@@ -7,7 +7,8 @@ held-out OpenMoji colour style, with the encoder frozen (the embedded emoji-mini
 (:mod:`crossmodal.heads.classify`), so the rows differ only in how the modalities are combined:
 image only, text only, linear fusion ``W_t h_t + W_i h_i``, gated fusion, attention fusion
 (the text attends over the image's patch tokens), and the joint heads ``g`` (concat + MLP,
-product, bilinear).
+product, bilinear); each fusion head with and without modality dropout (a training
+sample loses its image or its text side at random).
 
     python benchmarks/heads_classify.py --data out/emoji-mini/data --out out/heads
     python benchmarks/heads_classify.py --data DATA --steps 1500 --heads image text gated
@@ -60,6 +61,13 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--modality-dropout",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.3],
+        help="fusion heads are trained once per value (image / text heads once)",
+    )
     args = p.parse_args()
 
     train_path, test_path = split_manifests(args.data, args.out, args.text, args.label)
@@ -73,7 +81,13 @@ def main() -> None:
         f"{time.perf_counter() - start:.0f} s"
     )
     results = []
-    for kind in args.heads:
+    runs = [
+        (kind, p)
+        for kind in args.heads
+        for p in (args.modality_dropout if kind not in ("image", "text") else [0.0])
+    ]
+    for kind, drop in runs:
+        name = kind if drop == 0 else f"{kind} + md {drop:g}"
         config = TrainConfig(
             model=args.model or "emoji-mini",
             objective="classification",
@@ -85,15 +99,15 @@ def main() -> None:
             seed=args.seed,
             checkpoint_every=0,
             keep_checkpoints=1,
-            out_dir=str(args.out / "runs" / kind),
+            out_dir=str(args.out / "runs" / name.replace(" ", "")),
             plot=False,
         )
         t0 = time.perf_counter()
-        head, _ = train_classifier(kind, train, config, hidden=args.hidden)
+        head, _ = train_classifier(kind, train, config, hidden=args.hidden, modality_dropout=drop)
         seconds = time.perf_counter() - t0
         report = evaluate_classifier(head, test)
         row = {
-            "head": kind,
+            "head": name,
             "accuracy": report.accuracy,
             "macro_precision": report.macro_precision,
             "macro_recall": report.macro_recall,
@@ -103,7 +117,7 @@ def main() -> None:
         }
         results.append(row)
         print(
-            f"{kind:>9}  acc {row['accuracy']:.3f}  P {row['macro_precision']:.3f}  "
+            f"{name:>20}  acc {row['accuracy']:.3f}  P {row['macro_precision']:.3f}  "
             f"R {row['macro_recall']:.3f}  F1 {row['macro_f1']:.3f}  ({seconds:.0f} s)",
             flush=True,
         )
@@ -130,12 +144,12 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(8, 3.5))
+        fig, ax = plt.subplots(figsize=(max(8, len(results) * 0.9), 3.8))
         names = [r["head"] for r in results]
         x = range(len(results))
         ax.bar([i - 0.2 for i in x], [r["accuracy"] for r in results], 0.4, label="accuracy")
         ax.bar([i + 0.2 for i in x], [r["macro_f1"] for r in results], 0.4, label="macro F1")
-        ax.set_xticks(list(x), names)
+        ax.set_xticks(list(x), names, rotation=30, ha="right")
         ax.set_ylabel("held-out OpenMoji")
         ax.set_title(f"emoji subgroup from image + text ({len(train.classes)} classes)")
         ax.legend()

@@ -210,3 +210,18 @@ def test_every_classifier_learns_a_task_that_needs_both_modalities(kind: str) ->
         assert accuracy < 0.45  # one modality alone is at chance (1/3) on this task
     else:
         assert accuracy > 0.9, accuracy
+
+
+def test_modality_dropout_blanks_at_most_one_side_and_only_in_training() -> None:
+    model = MultimodalClassifier("linear", 4, 3, hidden=8, modality_dropout=0.5)
+    batch = {"h_t": torch.ones(2000, 4), "h_i": torch.ones(2000, 4)}
+    blanked = model.train()._blank_one_modality(batch)
+    text_on = blanked["h_t"].abs().sum(-1) > 0
+    image_on = blanked["h_i"].abs().sum(-1) > 0
+    assert (text_on | image_on).all()  # never both
+    assert 0.4 < float((~image_on).float().mean()) < 0.6  # p = 0.5 of images blanked
+    assert 0.4 < float((~text_on).float().mean()) < 0.6  # and the others lose their text
+    model.eval()
+    assert torch.equal(model(batch), model(batch))  # no randomness at evaluation
+    with pytest.raises(ConfigError, match="modality_dropout"):
+        MultimodalClassifier("linear", 4, 3, modality_dropout=0.7)

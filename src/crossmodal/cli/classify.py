@@ -35,6 +35,13 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
         help="how image and text are combined (default gated)",
     )
     g.add_argument("--hidden", type=int, default=256, help="width of the head (256)")
+    g.add_argument(
+        "--modality-dropout",
+        type=float,
+        default=0.3,
+        help="blank a training sample's image side with this probability, else its text side "
+        "(0.3; keeps a fusion head from trusting one modality alone; 0: off)",
+    )
     g.add_argument("--image-column", help="manifest column of image paths (default image)")
     g.add_argument("--text-column", help="manifest column of the text (default caption)")
     g.add_argument("--label-column", help="manifest column of the class (default label)")

@@ -21,9 +21,19 @@ EXIT_USAGE = 2  # bad command-line usage (argparse's own code)
 
 
 def _commands() -> list[ModuleType]:
-    from crossmodal.cli import data, demo, embed, eval, export_onnx, models, search, train
+    from crossmodal.cli import (
+        data,
+        demo,
+        embed,
+        eval,
+        export_onnx,
+        models,
+        moments,
+        search,
+        train,
+    )
 
-    return [demo, models, embed, search, data, export_onnx, eval, train]
+    return [demo, models, embed, search, moments, data, export_onnx, eval, train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -139,9 +139,14 @@ def train_classifier(
     *,
     hidden: int = 256,
     dropout: float = 0.1,
+    modality_dropout: float = 0.0,
     resume: bool = False,
 ) -> tuple[MultimodalClassifier, TrainResult]:
-    """Train a ``kind`` head with cross-entropy on ``data`` through the common loop."""
+    """Train a ``kind`` head with cross-entropy on ``data`` through the common loop.
+
+    ``modality_dropout`` blanks one modality of a training sample at random (see
+    :class:`~crossmodal.heads.classify.MultimodalClassifier`).
+    """
     from crossmodal.train.data_order import build_loader_factory
     from crossmodal.train.loop import train
     from crossmodal.train.objective import ClassificationObjective
@@ -149,7 +154,14 @@ def train_classifier(
 
     seed_everything(config.seed)
     dim = int(data.features.h_i.shape[1])
-    model = MultimodalClassifier(kind, dim, len(data.classes), hidden=hidden, dropout=dropout)
+    model = MultimodalClassifier(
+        kind,
+        dim,
+        len(data.classes),
+        hidden=hidden,
+        dropout=dropout,
+        modality_dropout=modality_dropout,
+    )
     batch_size = min(config.batch_size, len(data))
     factory = build_loader_factory(_Rows(data), batch_size, collate_fn=_collate)
     objective = ClassificationObjective(input_key=None, label_key="labels")
