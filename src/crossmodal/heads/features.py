@@ -29,7 +29,7 @@ from crossmodal.data.images import ImageInput, load_image
 from crossmodal.errors import InputError
 from crossmodal.models.clip import CLIP
 
-__all__ = ["Features", "extract_features", "load_clip", "patch_tokens"]
+__all__ = ["Features", "extract_features", "load_clip", "patch_tokens", "text_tokens"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,24 @@ def patch_tokens(model: CLIP, pixels: Tensor) -> tuple[Tensor, Tensor]:
     out = model.visual(pixels)
     tokens = out.tokens @ model.visual.proj  # the class token row equals out.embedding
     return nn.functional.normalize(out.embedding, dim=-1), tokens
+
+
+@torch.inference_mode()
+def text_tokens(
+    model: CLIP, texts: Sequence[str], batch_size: int = 256
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Word tokens (N, T, width), their mask (N, T) and unit embeddings (N, D) of ``texts``."""
+    from crossmodal.encoders.native import build_tokenizer
+
+    tokenizer = build_tokenizer(model.config)
+    tokens, masks, pooled = [], [], []
+    for start in range(0, len(texts), batch_size):
+        ids = torch.from_numpy(tokenizer(list(texts[start : start + batch_size])).ids)
+        out = model.text(ids)
+        tokens.append(out.tokens)
+        masks.append(out.mask)
+        pooled.append(nn.functional.normalize(out.embedding, dim=-1))
+    return torch.cat(tokens), torch.cat(masks), torch.cat(pooled)
 
 
 @torch.inference_mode()

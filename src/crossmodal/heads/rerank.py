@@ -1,0 +1,121 @@
+"""An image-text matching re-ranker: text tokens attend over image patches, then a score.
+
+The embedding search compares one vector per side; the re-ranker reads the tokens. For a
+caption and a candidate image it projects the caption's word tokens and the image's
+joint-space patch tokens to ``dim`` channels, lets the words attend over the patches
+(:class:`~crossmodal.heads.attention.CrossAttention`, weights per head), pools the words and
+maps them to a correction added to the embedding score::
+
+    score(t, i) = s · cos(h_t, h_i) + MLP(mean_words CrossAttn(words(t), patches(i)))
+
+``s`` starts at the encoder's logit scale and the correction at zero (the last layer is
+zero-initialised), so an untrained re-ranker ranks exactly like the embedding search and
+training can only move it from there.
+
+Training is cross-entropy over each caption's positive image and its hard negatives: the
+images the embedding search ranks highest for that caption among the wrong ones
+(:func:`mine_hard_negatives`); the model reads a batch mapping, so it trains under the common
+loop with :class:`~crossmodal.train.objective.ClassificationObjective` (``input_key=None``,
+label 0: the positive comes first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from crossmodal.errors import InputError
+from crossmodal.heads.attention import CrossAttention
+
+__all__ = ["RERANK_KEYS", "Reranker", "mine_hard_negatives"]
+
+
+RERANK_KEYS = ("words", "word_mask", "h_t", "patches", "h_i")
+"""A re-ranker batch maps these names to tensors:
+
+- ``words`` (B, T, Wt): the text tokens of each caption; ``word_mask`` (B, T) bool, True for
+  real tokens; ``h_t`` (B, D): unit caption embeddings;
+- ``patches`` (B, K, P, D): joint-space patch tokens of K candidate images per caption;
+  ``h_i`` (B, K, D): their unit embeddings.
+"""
+
+
+class Reranker(nn.Module):
+    """score(t, i) = s·cos(h_t, h_i) + MLP(pooled cross-attention of words over patches)."""
+
+    def __init__(
+        self,
+        text_width: int,
+        image_dim: int,
+        *,
+        dim: int = 128,
+        heads: int = 4,
+        logit_scale: float = 100.0,
+    ) -> None:
+        super().__init__()
+        self.words = nn.Linear(text_width, dim)
+        self.patches = nn.Linear(image_dim, dim)
+        self.attention = CrossAttention(dim, dim, heads=heads)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1)
+        )
+        nn.init.zeros_(self.mlp[-1].weight)  # type: ignore[arg-type]
+        nn.init.zeros_(self.mlp[-1].bias)  # type: ignore[arg-type]
+        self.scale = nn.Parameter(torch.tensor(float(logit_scale)))
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Scores (B, K) of each caption's K candidates (batch keys: :data:`RERANK_KEYS`)."""
+        missing = [key for key in RERANK_KEYS if key not in batch]
+        if missing:
+            raise InputError(f"re-ranker batch lacks {missing}")
+        b, k, p, d = batch["patches"].shape
+        if batch["words"].shape[0] != b or batch["h_i"].shape[:2] != (b, k):
+            raise InputError(
+                f"re-ranker batch: {batch['words'].shape[0]} captions, patches "
+                f"{tuple(batch['patches'].shape)}, h_i {tuple(batch['h_i'].shape)} disagree"
+            )
+        t = batch["words"].shape[1]
+        words = self.words(batch["words"]).unsqueeze(1).expand(b, k, t, -1).reshape(b * k, t, -1)
+        patches = self.patches(batch["patches"].reshape(b * k, p, d))
+        mixed = self.attention(words, patches).pooled  # (B*K, T, dim)
+        mask = batch["word_mask"].unsqueeze(1).expand(b, k, t).reshape(b * k, t, 1)
+        weights = mask.to(mixed.dtype)
+        pooled = (mixed * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        correction = self.mlp(pooled).reshape(b, k)
+        cosine = torch.einsum("bd,bkd->bk", batch["h_t"], batch["h_i"])
+        return self.scale * cosine + correction  # type: ignore[no-any-return]
+
+
+def mine_hard_negatives(
+    h_t: Tensor,
+    h_i: Tensor,
+    positives: Tensor,
+    k: int,
+    *,
+    text_groups: Tensor | None = None,
+    image_groups: Tensor | None = None,
+) -> Tensor:
+    """For each caption, its positive image first, then the ``k - 1`` highest-scoring others.
+
+    Args:
+        h_t: (Nt, D) unit caption embeddings.
+        h_i: (Ni, D) unit image embeddings (the gallery).
+        positives: (Nt,) the index of each caption's image.
+        k: candidates per caption (positive included).
+        text_groups, image_groups: (Nt,), (Ni,) ids of what each caption and image shows
+            (an emoji's code in several styles): an image of the caption's own group is
+            never taken as a negative.
+
+    Returns:
+        (Nt, k) image indices; column 0 is the positive.
+    """
+    if k < 2 or k > h_i.shape[0]:
+        raise InputError(f"k={k}: need 2 <= k <= {h_i.shape[0]} gallery images")
+    scores = h_t @ h_i.T
+    if text_groups is not None and image_groups is not None:
+        scores = scores.masked_fill(text_groups[:, None] == image_groups[None, :], float("-inf"))
+    scores[torch.arange(len(positives)), positives] = float("-inf")  # not a negative
+    negatives = scores.topk(k - 1, dim=1).indices
+    return torch.cat([positives[:, None], negatives], dim=1)
