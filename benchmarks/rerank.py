@@ -23,7 +23,7 @@ import torch
 
 from crossmodal.data.sources import open_source
 from crossmodal.heads.features import extract_features, load_clip, patch_tokens, text_tokens
-from crossmodal.heads.rerank import Reranker, mine_hard_negatives
+from crossmodal.heads.rerank import Reranker, mine_hard_negatives, save_reranker
 from crossmodal.train.config import TrainConfig
 from crossmodal.train.data_order import build_loader_factory
 from crossmodal.train.loop import train
@@ -186,6 +186,12 @@ def main() -> None:
         "rerank_ms_per_query": rerank_ms,
         "rerank_with_patch_tokens_ms_per_query": with_tokens_ms,
     }
+    from crossmodal.encoders import DEFAULT_MODEL
+
+    saved = save_reranker(
+        reranker, args.out / "reranker.safetensors", encoder=args.model or DEFAULT_MODEL
+    )
+    res["reranker"] = str(saved)
     print(json.dumps(res, indent=2))
     (args.out / "rerank.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
 

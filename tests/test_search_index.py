@@ -300,3 +300,34 @@ def test_video_scene_changes_through_the_cli(tmp_path: Path) -> None:
     hits = _search(db, str(green))
     assert sorted(float(h["time"]) for h in hits) == pytest.approx([0.0, 1.5, 3.0])  # type: ignore[arg-type]
     assert float(hits[0]["time"]) == pytest.approx(1.5)  # type: ignore[arg-type]
+
+
+def test_rerank_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from crossmodal.heads.features import load_clip
+    from crossmodal.heads.rerank import Reranker, save_reranker
+
+    gallery, db = _gallery(tmp_path), tmp_path / "db"
+    assert main(["index", str(gallery), "--db", str(db), "--no-progress"]) == 0
+    config = load_clip().config
+    untrained = Reranker(config.text.width, config.embed_dim, logit_scale=10.0)
+    weights = save_reranker(untrained, tmp_path / "r.safetensors", encoder="native:emoji-mini")
+    plain = _search(db, "a", "red", "circle")
+    reranked = _search(
+        db, "a", "red", "circle", extra=("--rerank", "3", "--reranker", str(weights))
+    )
+    # an untrained re-ranker scores 10 x cosine: the same order, and only the top 3 re-scored
+    assert [h["path"] for h in reranked] == [h["path"] for h in plain]
+    for hit in reranked[:3]:
+        assert float(hit["rerank"]) == pytest.approx(10 * float(hit["score"]), abs=1e-3)  # type: ignore[arg-type]
+    assert all("rerank" not in hit for hit in reranked[3:])
+    assert "re-ranked the top 3" in capsys.readouterr().err
+    bad = ["search", "red", "--db", str(db), "--rerank", "3"]
+    assert main(bad) == 1 and "--reranker PATH" in capsys.readouterr().err
+    other = save_reranker(untrained, tmp_path / "o.safetensors", encoder="native:test-tiny")
+    assert main([*bad, "--reranker", str(other)]) == 1
+    assert "trained on 'native:test-tiny' features" in capsys.readouterr().err
+    image = str(gallery / "red-circle.png")
+    assert (
+        main(["search", image, "--db", str(db), "--rerank", "3", "--reranker", str(weights)]) == 1
+    )
+    assert "give one text" in capsys.readouterr().err

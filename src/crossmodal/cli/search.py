@@ -89,6 +89,14 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--json", action="store_true", help="print hits as JSON lines")
     s.add_argument("--html", type=Path, help="also write a page of thumbnails here")
     s.add_argument(
+        "--rerank",
+        type=int,
+        metavar="N",
+        help="re-score the top N hits of a text query with the cross-attention re-ranker "
+        "given by --reranker (benchmarks/rerank.py trains one)",
+    )
+    s.add_argument("--reranker", type=Path, help="re-ranker weights (.safetensors)")
+    s.add_argument(
         "--explain",
         action="store_true",
         help="with --html: add a heat map per hit of where the query falls in the picture "
@@ -182,6 +190,8 @@ def run_search(args: argparse.Namespace) -> int:
                 raise InputError("empty query: give words, an image path, or --like")
             query = parse_query(args.query, cwd=Path.cwd())
             hits = index.search(query=query, k=args.top, where=where)
+            if args.rerank:
+                hits = _rerank(index, query, hits, args.rerank, args.reranker)
             if args.explain:
                 explain = _explainer(index, index.query_vector(query))
     if args.json:
@@ -201,6 +211,42 @@ def run_search(args: argparse.Namespace) -> int:
         written = write_results_page(args.html, title, [(title, hits)], explain=explain)
         print(f"wrote {written}", file=sys.stderr)
     return 0
+
+
+def _rerank(index: Any, query: Any, hits: list[Any], n: int, weights: Path | None) -> list[Any]:
+    """The top ``n`` hits re-scored by the re-ranker and re-ordered; the rest unchanged."""
+    import dataclasses
+    import time
+
+    from crossmodal.encoders.native import NativeEncoder
+    from crossmodal.heads.rerank import load_reranker, rerank_images
+    from crossmodal.search.video import frame_at
+
+    if weights is None:
+        raise InputError("--rerank needs the re-ranker's weights: --reranker PATH")
+    texts = [t.text for t in query.terms if t.text is not None]
+    if len(texts) != 1 or len(query.terms) != 1:
+        raise InputError("--rerank re-scores a text query: give one text, no image terms")
+    reranker, trained_on = load_reranker(weights)
+    if trained_on != index.model:
+        raise InputError(
+            f"{weights} was trained on {trained_on!r} features; this index uses "
+            f"{index.model!r}: train a re-ranker for that model"
+        )
+    encoder = index.encoder
+    if not isinstance(encoder, NativeEncoder):
+        raise InputError(f"--rerank reads a native model's tokens; {index.model} is not one")
+    top = hits[:n]
+    start = time.perf_counter()
+    pictures = [frame_at(h.path, h.time).image if h.time is not None else h.path for h in top]
+    scores = rerank_images(reranker, encoder.model.float(), texts[0], pictures).tolist()
+    order = sorted(range(len(top)), key=lambda i: -scores[i])
+    print(
+        f"re-ranked the top {len(top)} in {(time.perf_counter() - start) * 1e3:.0f} ms",
+        file=sys.stderr,
+    )
+    reranked = [dataclasses.replace(top[i], rerank=float(scores[i])) for i in order]
+    return reranked + hits[n:]
 
 
 def _explainer(index: Any, query: Any) -> Any:

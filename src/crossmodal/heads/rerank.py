@@ -21,15 +21,29 @@ label 0: the positive comes first).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crossmodal.errors import InputError
+from crossmodal.atomic import atomic_write
+from crossmodal.data.images import ImageInput
+from crossmodal.errors import CheckpointError, InputError
 from crossmodal.heads.attention import CrossAttention
+from crossmodal.models.clip import CLIP
 
-__all__ = ["RERANK_KEYS", "Reranker", "mine_hard_negatives"]
+__all__ = [
+    "RERANK_KEYS",
+    "Reranker",
+    "load_reranker",
+    "mine_hard_negatives",
+    "rerank_images",
+    "save_reranker",
+]
 
 
 RERANK_KEYS = ("words", "word_mask", "h_t", "patches", "h_i")
@@ -64,6 +78,16 @@ class Reranker(nn.Module):
         nn.init.zeros_(self.mlp[-1].weight)  # type: ignore[arg-type]
         nn.init.zeros_(self.mlp[-1].bias)  # type: ignore[arg-type]
         self.scale = nn.Parameter(torch.tensor(float(logit_scale)))
+
+    @property
+    def config(self) -> dict[str, int | float]:
+        """What rebuilds this module (saved with its weights)."""
+        return {
+            "text_width": self.words.in_features,
+            "image_dim": self.patches.in_features,
+            "dim": self.words.out_features,
+            "heads": self.attention.heads,
+        }
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Scores (B, K) of each caption's K candidates (batch keys: :data:`RERANK_KEYS`)."""
@@ -119,3 +143,64 @@ def mine_hard_negatives(
     scores[torch.arange(len(positives)), positives] = float("-inf")  # not a negative
     negatives = scores.topk(k - 1, dim=1).indices
     return torch.cat([positives[:, None], negatives], dim=1)
+
+
+def save_reranker(model: Reranker, path: str | Path, *, encoder: str) -> Path:
+    """Weights and config (safetensors metadata, with the encoder it reads) to ``path``."""
+    from safetensors.torch import save
+
+    meta = {"crossmodal.reranker": json.dumps({**model.config, "encoder": encoder})}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+
+    def write(f: BinaryIO) -> None:
+        f.write(save(state, metadata=meta))
+
+    return atomic_write(path, write)
+
+
+def load_reranker(path: str | Path) -> tuple[Reranker, str]:
+    """A re-ranker saved by :func:`save_reranker` and the encoder spec it was trained on."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["crossmodal.reranker"])
+        state = load_file(str(path))
+        model = Reranker(
+            int(meta["text_width"]),
+            int(meta["image_dim"]),
+            dim=int(meta["dim"]),
+            heads=int(meta["heads"]),
+        )
+        model.load_state_dict(state)
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a crossmodal re-ranker ({exc})") from exc
+    return model.eval(), str(meta["encoder"])
+
+
+@torch.inference_mode()
+def rerank_images(
+    reranker: Reranker, model: CLIP, text: str, images: Sequence[ImageInput]
+) -> Tensor:
+    """Re-ranker scores (N,) of ``images`` for ``text``, features from the frozen ``model``."""
+    from crossmodal.data.images import load_image
+    from crossmodal.encoders.native import build_preprocess
+    from crossmodal.heads.features import patch_tokens, text_tokens
+
+    if not images:
+        return torch.zeros(0)
+    preprocess = build_preprocess(model.config)
+    pixels = torch.from_numpy(
+        np.stack([preprocess(load_image(i, draft_size=preprocess.draft_size)) for i in images])
+    )
+    h_i, tokens = patch_tokens(model, pixels)
+    words, mask, h_t = text_tokens(model, [text])
+    batch = {
+        "words": words,
+        "word_mask": mask,
+        "h_t": h_t,
+        "patches": tokens[None, :, 1:],
+        "h_i": h_i[None],
+    }
+    return reranker.eval()(batch)[0]  # type: ignore[no-any-return]

@@ -115,6 +115,7 @@ class Hit:
     caption: str | None
     size: int
     mtime: float  # POSIX seconds
+    rerank: float | None = None  # the re-ranker's score, when the hit was re-ranked
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -128,4 +129,5 @@ class Hit:
             "caption": self.caption,
             "size": self.size,
             "mtime": self.mtime,
+            **({} if self.rerank is None else {"rerank": round(self.rerank, 4)}),
         }
