@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zlib
 from pathlib import Path
 
 from crossmodal.data.sources import open_source
@@ -31,8 +32,17 @@ from crossmodal.heads.task import evaluate_classifier, featurize, train_classifi
 from crossmodal.train.config import TrainConfig
 
 
-def split_manifests(data: Path, out: Path, text: str, label: str) -> tuple[Path, Path]:
-    """train.jsonl (Twemoji + Noto) and test.jsonl (OpenMoji colour) from manifest.jsonl."""
+def _held_out_concept(hexcode: str) -> bool:
+    """One emoji in five, chosen by a stable hash of its code."""
+    return zlib.crc32(hexcode.encode("ascii")) % 5 == 0
+
+
+def split_manifests(data: Path, out: Path, text: str, label: str, split: str) -> tuple[Path, Path]:
+    """train.jsonl (Twemoji + Noto) and test.jsonl (OpenMoji colour) from manifest.jsonl.
+
+    ``split="concepts"`` also holds out one emoji in five: the test emoji are never seen in
+    training, in any style, so neither their tags nor their pictures can be remembered.
+    """
     rows = [json.loads(line) for line in (data / "manifest.jsonl").open(encoding="utf-8")]
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -40,6 +50,8 @@ def split_manifests(data: Path, out: Path, text: str, label: str) -> tuple[Path,
         path = out / f"{name}.jsonl"
         with path.open("w", encoding="utf-8") as f:
             for row in rows:
+                if split == "concepts" and _held_out_concept(row["hexcode"]) != (name == "test"):
+                    continue
                 if row["style"] in styles:
                     image = str((data / row["image"]).resolve())
                     item = {"image": image, "text": row[text], "label": row[label]}
@@ -62,6 +74,13 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--split",
+        choices=("styles", "concepts"),
+        default="styles",
+        help="styles: test on OpenMoji (the same emoji as training, in a new style); concepts: "
+        "test on OpenMoji pictures of emoji held out of training (one in five)",
+    )
+    p.add_argument(
         "--modality-dropout",
         type=float,
         nargs="+",
@@ -70,7 +89,7 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    train_path, test_path = split_manifests(args.data, args.out, args.text, args.label)
+    train_path, test_path = split_manifests(args.data, args.out, args.text, args.label, args.split)
     model = load_clip(args.model)
     start = time.perf_counter()
     train = featurize(model, open_source(train_path))
@@ -123,8 +142,8 @@ def main() -> None:
         )
     lines = [
         f"Subgroup from image + {args.text}: train Twemoji + Noto ({len(train)}), test OpenMoji "
-        f"({len(test)}), {len(train.classes)} classes, encoder {args.model or 'emoji-mini'} "
-        f"(frozen), {args.steps} steps",
+        f"({len(test)}; split by {args.split}), {len(train.classes)} classes, encoder "
+        f"{args.model or 'emoji-mini'} (frozen), {args.steps} steps",
         "",
         "| head | accuracy | macro precision | macro recall | macro F1 | parameters |",
         "|---|---|---|---|---|---|",

@@ -38,9 +38,9 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--modality-dropout",
         type=float,
-        default=0.3,
+        default=0.0,
         help="blank a training sample's image side with this probability, else its text side "
-        "(0.3; keeps a fusion head from trusting one modality alone; 0: off)",
+        "(0: off; e.g. 0.3 keeps a fusion head from trusting one modality alone)",
     )
     g.add_argument("--image-column", help="manifest column of image paths (default image)")
     g.add_argument("--text-column", help="manifest column of the text (default caption)")
