@@ -24,6 +24,7 @@ import torch
 from crossmodal.data.sources import open_source
 from crossmodal.heads.features import extract_features, load_clip, patch_tokens, text_tokens
 from crossmodal.heads.rerank import Reranker, mine_hard_negatives, save_reranker
+from crossmodal.train.augment import TrainAugment
 from crossmodal.train.config import TrainConfig
 from crossmodal.train.data_order import build_loader_factory
 from crossmodal.train.loop import train
@@ -66,6 +67,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument(
+        "--augment-copies",
+        type=int,
+        default=0,
+        help="also train on this many style-augmented copies of each training picture",
+    )
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -83,24 +90,43 @@ def main() -> None:
         for caption in r["captions_en"][:4]:  # the label, its templates, a tag
             captions.append(caption)
             positives.append(i)
-    gallery = extract_features(model, images, [""] * len(images))
+    copies = [extract_features(model, images, [""] * len(images))]
+    augment = TrainAugment(
+        color_jitter=0.2, zoom_out=(0.6, 1.0), outline=0.3, line_art=0.15, grayscale=0.1
+    )
+    for c in range(args.augment_copies):  # the pictures in styles the encoder has not memorised
+        copies.append(
+            extract_features(model, images, [""] * len(images), augment=augment, seed=c + 1)
+        )
+    gallery_h_i = torch.cat([f.h_i for f in copies])
+    gallery_tokens = torch.cat([f.image_tokens for f in copies])
+    gallery_groups = image_groups.repeat(len(copies))
     words, mask, h_t = text_tokens(model, captions)
     positive = torch.tensor(positives)
+    n_images = len(images)
+    pairs = [  # every caption with each copy of its picture
+        (j, c * n_images + int(positive[j]))
+        for c in range(len(copies))
+        for j in range(len(captions))
+    ]
+    rows = torch.tensor([j for j, _ in pairs])
+    targets = torch.tensor([i for _, i in pairs])
     candidates = mine_hard_negatives(
-        h_t,
-        gallery.h_i,
-        positive,
+        h_t[rows],
+        gallery_h_i,
+        targets,
         args.candidates,
-        text_groups=image_groups[positive],
-        image_groups=image_groups,
+        text_groups=image_groups[positive][rows],
+        image_groups=gallery_groups,
     )
     print(
-        f"{len(captions)} training captions over {len(images)} images, "
-        f"{args.candidates} candidates each; features in {time.perf_counter() - t0:.0f} s"
+        f"{len(captions)} training captions over {len(images)} images x {len(copies)} "
+        f"(clean + {args.augment_copies} augmented), {args.candidates} candidates each; "
+        f"features in {time.perf_counter() - t0:.0f} s"
     )
-    dataset = _Pairs(words, mask, h_t, gallery.image_tokens, gallery.h_i, candidates)
+    dataset = _Pairs(words[rows], mask[rows], h_t[rows], gallery_tokens, gallery_h_i, candidates)
     scale = float(model.logit_scale.detach().exp().clamp(max=100))
-    reranker = Reranker(words.shape[-1], gallery.image_tokens.shape[-1], logit_scale=scale)
+    reranker = Reranker(words.shape[-1], gallery_tokens.shape[-1], logit_scale=scale)
     config = TrainConfig(
         model="reranker",
         objective="classification",

@@ -99,3 +99,18 @@ def test_evaluation_data_without_known_labels_is_refused(tmp_path: Path) -> None
     source = open_source(path, caption_column="tags", label_column="colour")
     with pytest.raises(InputError, match="no sample has a usable label"):
         featurize(load_clip(), source, classes=("red", "blue"))
+
+
+def test_features_of_augmented_pictures_are_seeded() -> None:
+    from crossmodal.train.augment import TrainAugment
+
+    model = load_clip()
+    images = [Image.new("RGB", (64, 64), c) for c in COLOURS.values()]
+    plain = extract_features(model, images, ["", "", ""])
+    off = extract_features(model, images, ["", "", ""], augment=TrainAugment.off())
+    assert torch.allclose(off.h_i, plain.h_i, atol=1e-4)  # the augmentation path, doing nothing
+    styled = TrainAugment(zoom_out=(0.5, 0.6), grayscale=1.0)
+    a = extract_features(model, images, ["", "", ""], augment=styled, seed=1)
+    b = extract_features(model, images, ["", "", ""], augment=styled, seed=1)
+    assert torch.equal(a.h_i, b.h_i)  # seeded
+    assert not torch.allclose(a.h_i, plain.h_i, atol=1e-2)  # and it did change the pictures

@@ -25,9 +25,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from crossmodal.data.images import ImageInput, load_image
+from crossmodal.data.images import ImageInput, ImagePreprocess, load_image
 from crossmodal.errors import InputError
 from crossmodal.models.clip import CLIP
+from crossmodal.train.augment import TrainAugment
 
 __all__ = ["Features", "extract_features", "load_clip", "patch_tokens", "text_tokens"]
 
@@ -83,6 +84,30 @@ def patch_tokens(model: CLIP, pixels: Tensor) -> tuple[Tensor, Tensor]:
     return nn.functional.normalize(out.embedding, dim=-1), tokens
 
 
+def _augmented(
+    squares: Tensor, augment: TrainAugment, preprocess: ImagePreprocess, seed: int, first: int
+) -> Tensor:
+    """uint8 squares (B, 3, S, S) → augmented, normalised pixels, seeded per image."""
+    from crossmodal.data.images import BACKGROUND
+    from crossmodal.train.augment import apply_batch, draw_params
+
+    params = np.stack(
+        [
+            draw_params(augment, np.random.default_rng([seed, first + i]))
+            for i in range(len(squares))
+        ]
+    )
+    config = preprocess.config
+    return apply_batch(
+        squares,
+        torch.from_numpy(params),
+        preprocess.image_size,
+        config.mean,
+        config.std,
+        BACKGROUND,
+    )
+
+
 @torch.inference_mode()
 def text_tokens(
     model: CLIP, texts: Sequence[str], batch_size: int = 256
@@ -110,8 +135,15 @@ def extract_features(
     batch_size: int = 64,
     workers: int = 2,
     progress: bool = False,
+    augment: TrainAugment | None = None,
+    seed: int = 0,
 ) -> Features:
     """Embed ``images`` and ``texts`` (row-aligned) with a frozen ``model``.
+
+    With ``augment`` the pictures are first put through the training augmentation
+    (:mod:`crossmodal.train.augment`; image ``n`` draws from a generator seeded with
+    ``(seed, n)``): features of pictures in styles the encoder has not memorised, for heads
+    that must carry over to a new style.
 
     Raises:
         InputError: ``images`` and ``texts`` differ in length.
@@ -127,13 +159,16 @@ def extract_features(
     h_i, h_t, tokens = [], [], []
 
     def prepare(image: ImageInput) -> np.ndarray:
-        return preprocess(load_image(image, draft_size=preprocess.draft_size))
+        picture = load_image(image, draft_size=preprocess.draft_size)
+        return preprocess.square(picture) if augment is not None else preprocess(picture)
 
     bar = tqdm(total=len(images), desc="features", unit="img", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             pixels = torch.from_numpy(np.stack(list(pool.map(prepare, chunk))))
+            if augment is not None:
+                pixels = _augmented(pixels, augment, preprocess, seed, start)
             pooled, toks = patch_tokens(model, pixels)
             ids = torch.from_numpy(tokenizer(list(texts[start : start + batch_size])).ids)
             h_i.append(pooled)
