@@ -48,17 +48,14 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _source(path: str, args: argparse.Namespace) -> Any:
-    from crossmodal.data.sources import open_source
+    from crossmodal.cli.train import _open_dataset
 
     columns = {
         "image_column": args.image_column,
         "caption_column": args.text_column,
         "label_column": args.label_column,
     }
-    options = {k: v for k, v in columns.items() if v is not None}
-    if Path(path).suffix.lower() in (".csv", ".tsv", ".jsonl"):
-        options["on_missing"] = "skip"
-    return open_source(path, **options)
+    return _open_dataset(path, **{k: v for k, v in columns.items() if v is not None})
 
 
 def run_classify(args: argparse.Namespace) -> int:

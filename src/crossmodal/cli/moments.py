@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Embed the frames once, attend with every query, print, plot."""
+    from crossmodal.cli.search import clock
     from crossmodal.encoders import DEFAULT_MODEL, load_encoder
     from crossmodal.heads.timeline import plot_timeline, video_moments
 
@@ -60,12 +61,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{query}  ({len(moments.times)} frames of {args.video})")
             for t, w, s in best:
-                print(f"  {_clock(t)}  α {w:.3f}  cosine {s:.3f}")
+                print(f"  {clock(t)}  α {w:.3f}  cosine {s:.3f}")
     if args.plot is not None:
         print(f"wrote {plot_timeline(results, args.plot)}")
     return 0
-
-
-def _clock(seconds: float) -> str:
-    minutes, rest = divmod(seconds, 60.0)
-    return f"{int(minutes):d}:{rest:05.2f}"

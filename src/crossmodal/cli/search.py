@@ -199,7 +199,7 @@ def run_search(args: argparse.Namespace) -> int:
             print(json.dumps(hit.as_dict(), ensure_ascii=False))
     else:
         for rank, hit in enumerate(hits, 1):
-            at = f" @ {_clock(hit.time)}" if hit.time is not None else ""
+            at = f" @ {clock(hit.time)}" if hit.time is not None else ""
             weak = "  (weak match)" if hit.weak else ""
             print(f"{rank:3d}  {hit.score:.3f}  {hit.path}{at}{weak}")
         if not hits:
@@ -285,7 +285,8 @@ def _date(text: str | None, flag: str) -> float | None:
     return day.timestamp()
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``m:ss.ss`` (``h:mm:ss.ss`` past an hour): a time in a video."""
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(int(minutes), 60)
     return f"{hours}:{minutes:02d}:{secs:05.2f}" if hours else f"{minutes}:{secs:05.2f}"

@@ -318,13 +318,13 @@ def _evaluate(weights: Path, data: str, out: Path, device: str) -> str:
     return f"{eval_summary(result)}\neval report: {page}"
 
 
-def _open_dataset(path: str) -> Any:
+def _open_dataset(path: str, **options: Any) -> Any:
     """The dataset at ``path``; a manifest row naming a missing image is skipped."""
     from crossmodal.data.sources import open_source
 
     if Path(path).suffix.lower() in _MANIFEST_SUFFIXES:
-        return open_source(path, on_missing="skip")
-    return open_source(path)
+        options["on_missing"] = "skip"
+    return open_source(path, **options)
 
 
 def run_wise_ft(args: argparse.Namespace) -> int:

@@ -21,20 +21,20 @@ label 0: the positive comes first).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crossmodal.atomic import atomic_write
 from crossmodal.data.images import ImageInput
 from crossmodal.errors import CheckpointError, InputError
 from crossmodal.heads.attention import CrossAttention
+from crossmodal.heads.io import load_head_file, save_head_file
 from crossmodal.models.clip import CLIP
+
+_META_KEY = "crossmodal.reranker"  # safetensors metadata key of a re-ranker
 
 __all__ = [
     "RERANK_KEYS",
@@ -147,26 +147,13 @@ def mine_hard_negatives(
 
 def save_reranker(model: Reranker, path: str | Path, *, encoder: str) -> Path:
     """Weights and config (safetensors metadata, with the encoder it reads) to ``path``."""
-    from safetensors.torch import save
-
-    meta = {"crossmodal.reranker": json.dumps({**model.config, "encoder": encoder})}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-
-    def write(f: BinaryIO) -> None:
-        f.write(save(state, metadata=meta))
-
-    return atomic_write(path, write)
+    return save_head_file(model, path, _META_KEY, {**model.config, "encoder": encoder})
 
 
 def load_reranker(path: str | Path) -> tuple[Reranker, str]:
     """A re-ranker saved by :func:`save_reranker` and the encoder spec it was trained on."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
+    state, meta = load_head_file(path, _META_KEY, "re-ranker")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["crossmodal.reranker"])
-        state = load_file(str(path))
         model = Reranker(
             int(meta["text_width"]),
             int(meta["image_dim"]),
@@ -174,7 +161,7 @@ def load_reranker(path: str | Path) -> tuple[Reranker, str]:
             heads=int(meta["heads"]),
         )
         model.load_state_dict(state)
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+    except (KeyError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a crossmodal re-ranker ({exc})") from exc
     return model.eval(), str(meta["encoder"])
 

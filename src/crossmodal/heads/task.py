@@ -14,25 +14,25 @@ contrastive training.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from crossmodal.atomic import atomic_write
 from crossmodal.data.samples import Sample, Skipped
-from crossmodal.errors import CheckpointError, InputError
+from crossmodal.errors import InputError
 from crossmodal.eval.classification import ClassificationReport, classification_report
 from crossmodal.heads.classify import MultimodalClassifier
 from crossmodal.heads.features import Features, extract_features
+from crossmodal.heads.io import load_head_file, save_head_file
 from crossmodal.models.clip import CLIP
 from crossmodal.train.config import TrainConfig
 from crossmodal.train.loop import TrainResult
+
+_META_KEY = "crossmodal.head"  # safetensors metadata key of a classifier head
 
 __all__ = [
     "LabelledFeatures",
@@ -210,39 +210,19 @@ def save_classifier(
     hidden: int = 256,
 ) -> Path:
     """Write the head's weights and what it needs to be rebuilt (safetensors metadata)."""
-    from safetensors.torch import save
-
     meta = {
-        "crossmodal.head": json.dumps(
-            {
-                "kind": model.kind,
-                "dim": model.dim,
-                "hidden": hidden,
-                "classes": list(classes),
-                "encoder": encoder,
-            }
-        )
+        "kind": model.kind,
+        "dim": model.dim,
+        "hidden": hidden,
+        "classes": list(classes),
+        "encoder": encoder,
     }
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    target = Path(path)
-
-    def write(f: BinaryIO) -> None:
-        f.write(save(state, metadata=meta))
-
-    return atomic_write(target, write)
+    return save_head_file(model, path, _META_KEY, meta)
 
 
 def load_classifier(path: str | Path) -> tuple[MultimodalClassifier, dict[str, object]]:
     """A head saved by :func:`save_classifier`, and its metadata (kind, classes, encoder)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["crossmodal.head"])
-        state = load_file(str(path))
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a crossmodal classifier head ({exc})") from exc
+    state, meta = load_head_file(path, _META_KEY, "classifier head")
     model = MultimodalClassifier(
         meta["kind"], int(meta["dim"]), len(meta["classes"]), hidden=int(meta["hidden"])
     )

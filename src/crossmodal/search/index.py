@@ -50,16 +50,16 @@ from crossmodal.search.lock import writer_lock
 from crossmodal.search.query import Query
 from crossmodal.search.results import WEAK_RELEVANCE, Hit, IndexConfig, IndexReport, SearchFilter
 from crossmodal.search.store import FileRecord, Problem, Store, VectorRecord
+from crossmodal.search.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors
 from crossmodal.search.video import sample_frames
 
 if TYPE_CHECKING:
     from crossmodal.encoders.base import Encoder
     from crossmodal.encoders.embedder import Embedder
-    from crossmodal.search.sync import SyncResult
-    from crossmodal.search.vectors import VectorIndex
 
 __all__ = [
     "NULL_SAMPLE",
+    "VECTORS_NAME",
     "WEAK_RELEVANCE",
     "Hit",
     "Index",
@@ -69,9 +69,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-VECTORS_NAME = "vectors.idx"
-NULL_SAMPLE = 2048  # stored vectors a query is compared with to learn its score spread
 
 
 class Index:
@@ -91,12 +88,7 @@ class Index:
 
         self.model = recorded or config.model or DEFAULT_MODEL
         self._encoder: Encoder | None = None
-        self._vectors: VectorIndex | None = None
-        self._vectors_generation = -1
-        self._null: npt.NDArray[np.float32] | None = None
-        self.last_sync: SyncResult | None = None  # how the vector index last caught up
-        if store.created:  # a vector index left beside a new database is not derived from it
-            (self.directory / VECTORS_NAME).unlink(missing_ok=True)
+        self._vectors = DerivedVectors(store, config.backend)
 
     @classmethod
     def open(
@@ -194,12 +186,11 @@ class Index:
             if problems:
                 self.store.put_problems(problems)
             report.problems = [p for p, _, _ in problems]
-            self.last_sync = None
-            self._refresh_vectors()
-            if self.last_sync is not None:
-                report.vectors_added = self.last_sync.added
-                report.vectors_removed = self.last_sync.removed
-                report.index_rebuilt = self.last_sync.rebuilt
+            synced = self._vectors.refresh()
+            if synced is not None:
+                report.vectors_added = synced.added
+                report.vectors_removed = synced.removed
+                report.index_rebuilt = synced.rebuilt
         report.seconds = time.perf_counter() - started
         return report
 
@@ -215,7 +206,7 @@ class Index:
             ]
             if drop:
                 self.store.remove_files(drop)
-                self._refresh_vectors()
+                self._vectors.refresh()
         return len(drop)
 
     def problems(self) -> list[Problem]:
@@ -315,48 +306,6 @@ class Index:
             for row, position in enumerate(result.indices.tolist())
         ]
 
-    # ------------------------------------------------------------------ vectors
-
-    def _refresh_vectors(self) -> VectorIndex | None:
-        """The vector index, in step with the database (loaded, updated or built; saved)."""
-        from crossmodal.search.sync import sync_vector_index
-        from crossmodal.search.vectors import load_vector_index
-
-        generation = self.store.generation
-        if self._vectors is not None and self._vectors_generation == generation:
-            return self._vectors
-        dim_text = self.store.get_meta("dim")
-        if dim_text is None:
-            return None  # nothing indexed yet
-        dim = int(dim_text)
-        path = self.directory / VECTORS_NAME
-        stale, self._vectors = self._vectors, None  # in memory but behind, or None
-        if stale is None and path.is_file():
-            try:
-                stale, saved_generation = load_vector_index(path)
-                if saved_generation == generation and stale.dim == dim:
-                    self._vectors, self._vectors_generation = stale, generation
-                    return stale
-                if saved_generation > generation:
-                    stale = None  # from another database: its ids mean nothing here
-            except CrossmodalError as exc:
-                log.warning("%s: %s; rebuilding it from the database", path, exc)
-        synced = sync_vector_index(self.store, stale, self.config.backend, dim)
-        self.last_sync = synced
-        try:
-            synced.index.save(path, generation=generation)
-        except OSError as exc:  # a read-only index directory: search from memory
-            log.warning("%s: cannot save the vector index (%s)", path, exc)
-        self._null = None
-        self._vectors, self._vectors_generation = synced.index, generation
-        return synced.index
-
-    def _null_sample(self, dim: int) -> npt.NDArray[np.float32]:
-        """A fixed sample of stored vectors (evenly spaced by id) for relevance scores."""
-        if self._null is None:
-            self._null = self.store.sample_vectors(dim, NULL_SAMPLE)
-        return self._null
-
     # ------------------------------------------------------------------ search
 
     def query_vector(self, query: Query) -> npt.NDArray[np.float32]:
@@ -400,7 +349,7 @@ class Index:
             raise ConfigError(f"k must be at least 1, got {k}")
         if vector is None:
             vector = self.query_vector(query if query is not None else Query.of(text, image))
-        index = self._refresh_vectors()
+        index = self._vectors.current()
         if index is None or len(index) == 0:
             return []
         where = where or SearchFilter()
@@ -410,7 +359,7 @@ class Index:
             allowed = self.store.vector_ids_where(sql, params)
             if len(allowed) == 0:
                 return []
-        null = self._null_sample(index.dim) @ vector
+        null = self._vectors.null_sample(index.dim) @ vector
         mean, std = float(null.mean()), float(null.std()) or 1.0
         hits: list[Hit] = []
         fetch = k

@@ -13,8 +13,9 @@ vector index (FAISS, or the exact matrix) saved with the generation it was built
 known to be stale when the numbers differ, and is brought up to date from here
 (:mod:`crossmodal.search.sync`: vector ids are never reused and vectors never change).
 
-Schema changes go through :data:`MIGRATIONS`: version ``n`` is reached from ``n - 1`` by the
-``n``-th script, run in one transaction on open. A database newer than this code is refused.
+Schema changes go through :data:`~crossmodal.search.schema.MIGRATIONS` (with the row
+records, in :mod:`crossmodal.search.schema`), run in one transaction on open. A database
+newer than this code is refused.
 """
 
 from __future__ import annotations
@@ -24,13 +25,21 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from crossmodal.errors import ConfigError, InputError
+from crossmodal.search.schema import (
+    DB_NAME,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    STILL,
+    FileRecord,
+    Problem,
+    VectorRecord,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -40,76 +49,6 @@ __all__ = [
     "Store",
     "VectorRecord",
 ]
-
-STILL = -1.0  # the frame time stored for a still image
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the first schema
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE files (
-        id INTEGER PRIMARY KEY,
-        path TEXT NOT NULL UNIQUE,
-        root TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('image', 'video')),
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        hash TEXT NOT NULL,
-        caption TEXT,
-        indexed_at REAL NOT NULL
-    );
-    CREATE INDEX files_hash ON files (hash);
-    CREATE INDEX files_root ON files (root);
-    CREATE TABLE vectors (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        hash TEXT NOT NULL,
-        time REAL NOT NULL DEFAULT -1,
-        vector BLOB NOT NULL,
-        UNIQUE (hash, time)
-    );
-    CREATE TABLE problems (
-        path TEXT PRIMARY KEY,
-        root TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        size INTEGER,
-        mtime_ns INTEGER,
-        seen_at REAL NOT NULL
-    );
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-DB_NAME = "index.sqlite"
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """One indexed file."""
-
-    path: str
-    root: str
-    kind: str  # "image" or "video"
-    size: int
-    mtime_ns: int
-    hash: str
-    caption: str | None = None
-
-
-@dataclass(frozen=True)
-class VectorRecord:
-    """One embedded picture: a still (``time`` is ``None``) or a video frame."""
-
-    hash: str
-    time: float | None
-    vector: npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A file that could not be indexed, and why."""
-
-    path: str
-    root: str
-    reason: str
 
 
 class Store:
@@ -394,22 +333,10 @@ class Store:
 
     def sample_vectors(self, dim: int, n: int) -> npt.NDArray[np.float32]:
         """At most ``n`` stored vectors, evenly spaced by id (all of them when fewer)."""
-        ids = np.fromiter(
-            (r[0] for r in self.db.execute("SELECT id FROM vectors ORDER BY id")), dtype=np.int64
-        )
+        ids = self.vector_ids()
         if len(ids) > n:
             ids = ids[np.linspace(0, len(ids) - 1, n).astype(np.int64)]
-        out = np.empty((len(ids), dim), dtype=np.float32)
-        found = 0
-        for start in range(0, len(ids), 500):
-            chunk = [int(i) for i in ids[start : start + 500]]
-            marks = ",".join("?" * len(chunk))
-            for (blob,) in self.db.execute(
-                f"SELECT vector FROM vectors WHERE id IN ({marks}) ORDER BY id", chunk
-            ):
-                out[found] = np.frombuffer(blob, dtype=np.float32, count=dim)
-                found += 1
-        return out[:found]
+        return self.vectors_by_id(ids, dim)[1]
 
     def vectors_for(self, ids: Iterable[int]) -> dict[int, tuple[str, float | None]]:
         """``{vector id: (hash, frame time or None)}``."""

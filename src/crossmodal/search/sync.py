@@ -25,20 +25,32 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
+from crossmodal.errors import CrossmodalError
 from crossmodal.search.store import Store
 from crossmodal.search.vectors import (
     MIN_TRAIN_VECTORS,
     VectorIndex,
     build_vector_index,
     choose_kind,
+    load_vector_index,
 )
 
-__all__ = ["REBUILD_CHANGED_FRACTION", "SyncResult", "sync_vector_index"]
+__all__ = [
+    "NULL_SAMPLE",
+    "REBUILD_CHANGED_FRACTION",
+    "VECTORS_NAME",
+    "DerivedVectors",
+    "SyncResult",
+    "sync_vector_index",
+]
 
 log = logging.getLogger(__name__)
 
 REBUILD_CHANGED_FRACTION = 0.5  # rebuild when more than this share of the vectors changes
+VECTORS_NAME = "vectors.idx"  # the derived vector index, beside the database
+NULL_SAMPLE = 2048  # stored vectors a query is compared with to learn its score spread
 
 
 @dataclass(frozen=True)
@@ -88,3 +100,63 @@ def sync_vector_index(
     ids, vectors = store.all_vectors(dim)
     index = build_vector_index(ids, vectors, kind=backend, dim=dim)
     return SyncResult(index, len(ids), 0, rebuilt=True)
+
+
+class DerivedVectors:
+    """The vector index of one index directory, kept in step with its database.
+
+    In memory while the database generation is unchanged; otherwise loaded from
+    ``vectors.idx`` if that is current, else brought up to date (:func:`sync_vector_index`)
+    and saved atomically with the generation it reflects. Also holds the fixed sample of
+    stored vectors that relevance scores compare a query with.
+    """
+
+    def __init__(self, store: Store, backend: str) -> None:
+        self.store = store
+        self.backend = backend
+        self.path = store.directory / VECTORS_NAME
+        self._index: VectorIndex | None = None
+        self._generation = -1
+        self._null: npt.NDArray[np.float32] | None = None
+        if store.created:  # a vector index left beside a new database is not derived from it
+            self.path.unlink(missing_ok=True)
+
+    def current(self) -> VectorIndex | None:
+        """The index, in step with the database; ``None`` while nothing is indexed."""
+        self.refresh()
+        return self._index
+
+    def refresh(self) -> SyncResult | None:
+        """Bring the index in step; how, or ``None`` if it was (or nothing is indexed)."""
+        generation = self.store.generation
+        if self._index is not None and self._generation == generation:
+            return None
+        dim_text = self.store.get_meta("dim")
+        if dim_text is None:
+            return None
+        dim = int(dim_text)
+        stale, self._index = self._index, None  # in memory but behind, or None
+        if stale is None and self.path.is_file():
+            try:
+                stale, saved_generation = load_vector_index(self.path)
+                if saved_generation == generation and stale.dim == dim:
+                    self._index, self._generation = stale, generation
+                    return None
+                if saved_generation > generation:
+                    stale = None  # from another database: its ids mean nothing here
+            except CrossmodalError as exc:
+                log.warning("%s: %s; rebuilding it from the database", self.path, exc)
+        synced = sync_vector_index(self.store, stale, self.backend, dim)
+        try:
+            synced.index.save(self.path, generation=generation)
+        except OSError as exc:  # a read-only index directory: search from memory
+            log.warning("%s: cannot save the vector index (%s)", self.path, exc)
+        self._null = None
+        self._index, self._generation = synced.index, generation
+        return synced
+
+    def null_sample(self, dim: int) -> npt.NDArray[np.float32]:
+        """A fixed sample of stored vectors (evenly spaced by id) for relevance scores."""
+        if self._null is None:
+            self._null = self.store.sample_vectors(dim, NULL_SAMPLE)
+        return self._null
