@@ -1,4 +1,8 @@
-"""``crossmodal data``: build and prepare datasets; ``data emoji`` builds the emoji dataset."""
+"""``crossmodal data``: build and prepare datasets.
+
+``data emoji`` builds the emoji dataset (here); ``data clean`` and ``data label`` prepare a
+user's own (:mod:`crossmodal.cli.prep`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from crossmodal.cli import prep
 from crossmodal.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,9 @@ def add_parser(sub: Any) -> None:
     )
     commands = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     _add_emoji(commands)
+    prep.add_clean(commands)
+    prep.add_label(commands)
+    prep.add_extract(commands)
     p.set_defaults(run=run)
 
 
@@ -72,7 +80,12 @@ def _add_emoji(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen ``data`` subcommand."""
-    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"emoji": _run_emoji}
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "emoji": _run_emoji,
+        "clean": prep.run_clean,
+        "label": prep.run_label,
+        "extract": prep.run_extract,
+    }
     return handlers[args.data_command](args)
 
 

@@ -62,6 +62,13 @@ def add_parser(sub: Any) -> None:
         choices=("auto", "exact", "flat", "hnsw", "ivfpq"),
         help="vector index (auto: exact when small, HNSW when large)",
     )
+    p.add_argument(
+        "--features",
+        type=Path,
+        action="append",
+        default=[],
+        help="reuse image vectors from a `crossmodal data extract` folder (same model)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="image decoding threads")
     p.add_argument(
@@ -105,6 +112,16 @@ def add_parser(sub: Any) -> None:
     s.set_defaults(run=run_search)
 
 
+def _load_features(folders: list[Path], model: str) -> dict[str, Any]:
+    """Image vectors by content hash from extraction folders (none: an empty mapping)."""
+    from crossmodal.data.extract import load_image_features
+
+    features: dict[str, Any] = {}
+    for folder in folders:
+        features.update(load_image_features(folder, model))
+    return features
+
+
 def run_index(args: argparse.Namespace) -> int:
     """Index the paths, or print the problem report."""
     from crossmodal.search.index import Index, IndexConfig
@@ -131,11 +148,14 @@ def run_index(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     with Index.open(db, config) as index:
-        report = index.add(args.paths)
+        features = _load_features(args.features, index.encoder.spec)
+        report = index.add(args.paths, features=features)
         total = len(index)
         model = index.model
     print(
-        f"indexed {report.embedded} new file(s) ({report.frames} video frames), reused "
+        f"indexed {report.embedded} new file(s) ({report.frames} video frames), "
+        + (f"{report.precomputed} from extracted features, " if report.precomputed else "")
+        + "reused "
         f"{report.reused}, unchanged {report.unchanged}, removed {report.removed}, "
         f"{len(report.problems)} problem(s) in {report.seconds:.1f}s "
         f"({report.files_per_second:.1f} files/s); {total} file(s) in {db} [{model}]"

@@ -9,6 +9,8 @@ orientation, and transparency composited onto :data:`BACKGROUND`.
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import stat
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ __all__ = [
     "ImageInput",
     "ImagePreprocess",
     "PreprocessConfig",
+    "jpeg_data_uri",
     "load_image",
     "to_rgb",
 ]
@@ -89,6 +92,20 @@ def load_image(
         f"cannot load an image from a {type(source).__name__}; "
         "pass a path, a PIL.Image.Image or a numpy array"
     )
+
+
+def jpeg_data_uri(image: Image.Image, size: int | None = None, quality: int = 85) -> str:
+    """``image`` as a ``data:image/jpeg;base64,...`` URI, shrunk to ``size`` on its long side.
+
+    The pages crossmodal writes embed their thumbnails this way, so each is one file.
+    """
+    image = to_rgb(image)
+    if size is not None:
+        image = image.copy()
+        image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -31,6 +31,7 @@ __all__ = [
     "PathLike",
     "Skipped",
     "FolderSource",
+    "ImageTreeSource",
     "ManifestSource",
     "Sample",
     "WebDatasetSource",
@@ -93,17 +94,59 @@ class FolderSource:
             yield Sample(image=path, source=str(path), label=label)
 
 
+class ImageTreeSource:
+    """Every image under ``root``, recursively and sorted, captionless: a photo library.
+
+    An image inside a sub-folder is labelled with the name of its top-level folder (so a
+    class-folder dataset keeps its labels); one lying in ``root`` itself has no label.
+    """
+
+    def __init__(self, root: PathLike) -> None:
+        """List the image files (none is opened).
+
+        Raises:
+            InputError: ``root`` is not a directory or holds no image files.
+        """
+        self.root = Path(root)
+        self.name = str(self.root)
+        self.skipped: list[Skipped] = []
+        if not self.root.is_dir():
+            raise InputError(f"{self.root}: not a directory; pass a folder of images")
+        self._paths = list(find_images([self.root]))
+        if not self._paths:
+            raise InputError(f"{self.root}: holds no image files (searched recursively)")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The top-level folder names that hold images, sorted."""
+        return tuple(sorted({label for p in self._paths if (label := self._label(p))}))
+
+    def __len__(self) -> int:
+        """Number of images."""
+        return len(self._paths)
+
+    def __iter__(self) -> Iterator[Sample]:
+        """Samples in path order."""
+        for path in self._paths:
+            yield Sample(image=path, source=str(path), label=self._label(path))
+
+    def _label(self, path: Path) -> str | None:
+        parts = path.relative_to(self.root).parts
+        return parts[0] if len(parts) > 1 else None
+
+
 # ------------------------------------------------------------------------------ manifests
 
 _MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # files opened as a ManifestSource
 
 
-def open_source(path: PathLike, **options: Any) -> DataSource:
+def open_source(path: PathLike, *, tree: Any = False, **options: Any) -> DataSource:
     """The source for ``path``: a folder, a manifest, or WebDataset shards.
 
     A directory opens as a :class:`FolderSource`; a ``.csv`` / ``.tsv`` / ``.jsonl`` file as a
     :class:`ManifestSource`; a ``.tar`` path, glob or brace list as a
-    :class:`WebDatasetSource`. ``options`` go to that class.
+    :class:`WebDatasetSource`. ``options`` go to that class. With ``tree=True`` a directory
+    opens as an :class:`ImageTreeSource` (any folder of images, class folders or not).
 
     Raises:
         InputError: ``path`` is none of these (the message says what is accepted), or the
@@ -111,9 +154,9 @@ def open_source(path: PathLike, **options: Any) -> DataSource:
         ConfigError: An option that the chosen source does not take.
     """
     text = os.fspath(path)
-    kind: type[FolderSource] | type[ManifestSource] | type[WebDatasetSource]
+    kind: type[FolderSource] | type[ImageTreeSource] | type[ManifestSource] | type[WebDatasetSource]
     if os.path.isdir(text):
-        kind = FolderSource
+        kind = ImageTreeSource if tree else FolderSource
     elif Path(text).suffix.lower() in _MANIFEST_SUFFIXES:
         kind = ManifestSource
     elif all(p.lower().endswith(".tar") for p in _expand_braces(text)):

@@ -12,7 +12,6 @@ string that comes from the user (paths, captions, class names, error messages) i
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from crossmodal.atomic import atomic_write_bytes
-from crossmodal.data.images import load_image
+from crossmodal.data.images import jpeg_data_uri, load_image
 from crossmodal.errors import CrossmodalError, InputError, short_message
 from crossmodal.eval import plots
 from crossmodal.eval.results import RetrievalExample, RetrievalResult, Skipped, ZeroShotResult
@@ -166,12 +165,9 @@ class _Thumbnails:
     def _encode(self, source: str) -> tuple[str | None, str]:
         try:
             image = load_image(source, draft_size=self._size)
-            image.thumbnail((self._size, self._size))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=80)
+            return jpeg_data_uri(image, self._size, quality=80), ""
         except (CrossmodalError, OSError, ValueError) as exc:
             return None, short_message(exc, 300)
-        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode(), ""
 
 
 def _section(title: str, content: str) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,8 +133,16 @@ class Index:
 
     # ------------------------------------------------------------------ indexing
 
-    def add(self, paths: Sequence[str | os.PathLike[str]]) -> IndexReport:
+    def add(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        features: Mapping[str, npt.NDArray[np.float32]] | None = None,
+    ) -> IndexReport:
         """Bring the index up to date with ``paths`` (folders, files): see the module doc.
+
+        ``features`` maps file content hashes to image vectors made earlier by the index's
+        model (:func:`crossmodal.data.extract.load_image_features`): a new image whose
+        content has one is stored with it instead of being embedded again.
 
         Raises:
             InputError: A path does not exist, or another process is indexing here.
@@ -176,7 +184,7 @@ class Index:
                 if p not in seen and (record.root in manifests or not os.path.lexists(p))
             ]
             # new files first, so that renamed files find their old content's vectors
-            self._index_files(todo, report, problems)
+            self._index_files(todo, report, problems, features or {})
             if gone:
                 self.store.remove_files(gone)
                 report.removed = len(gone)
@@ -224,6 +232,7 @@ class Index:
         todo: list[Entry],
         report: IndexReport,
         problems: list[tuple[Problem, int | None, int | None]],
+        features: Mapping[str, npt.NDArray[np.float32]],
     ) -> None:
         """Hash, reuse or embed ``todo``, committing every ``commit_every`` files."""
         bar = tqdm(
@@ -236,7 +245,7 @@ class Index:
         with bar:
             for start in range(0, len(todo), self.config.commit_every):
                 chunk = todo[start : start + self.config.commit_every]
-                self._index_chunk(chunk, report, problems)
+                self._index_chunk(chunk, report, problems, features)
                 bar.update(len(chunk))
 
     def _index_chunk(
@@ -244,6 +253,7 @@ class Index:
         chunk: list[Entry],
         report: IndexReport,
         problems: list[tuple[Problem, int | None, int | None]],
+        features: Mapping[str, npt.NDArray[np.float32]],
     ) -> None:
         records: list[FileRecord] = []
         vectors: list[VectorRecord] = []
@@ -262,6 +272,13 @@ class Index:
         images = [(d, files[0]) for d, files in to_embed.items() if files[0].kind == "image"]
         videos = [(d, files[0]) for d, files in to_embed.items() if files[0].kind == "video"]
         embedded: set[str] = set()
+        given = [d for d, _ in images if d in features]  # vectors extracted earlier
+        for digest in given:
+            vectors.append(VectorRecord(digest, None, features[digest]))
+            records += [record_of(f, digest) for f in to_embed[digest]]
+            report.precomputed += 1
+            report.reused += len(to_embed[digest]) - 1
+        images = [(d, f) for d, f in images if d not in features]
         if images:
             embedder = self._embedder()
             result = embedder.embed_images([str(f.path) for _, f in images])

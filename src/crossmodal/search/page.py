@@ -7,9 +7,7 @@ frame at its time stamp and the time.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from crossmodal.atomic import atomic_write_text
+from crossmodal.data.images import jpeg_data_uri
 from crossmodal.errors import CrossmodalError
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ def _card(rank: int, hit: Hit, explain: Callable[[Hit], Image.Image | None] | No
         picture += (
             f'<img class="heat" alt="where the query falls in {name}" '
             f'title="attention of the query over the picture\'s patches (red: most)" '
-            f'src="{_data_uri(heat)}">'
+            f'src="{jpeg_data_uri(heat)}">'
         )
     tags = []
     if hit.time is not None:
@@ -107,14 +106,7 @@ def thumbnail_data_uri(path: str, time: float | None = None) -> str | None:
         image = _frame_at(path, time) if time is not None else _still(path)
     except (CrossmodalError, OSError):
         return None
-    image.thumbnail((THUMB, THUMB))
-    return _data_uri(image)
-
-
-def _data_uri(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return jpeg_data_uri(image, THUMB)
 
 
 def _still(path: str) -> Image.Image:

@@ -40,6 +40,7 @@ class IndexReport:
 
     embedded: int = 0  # files whose content was embedded
     reused: int = 0  # new or changed files whose content was already embedded
+    precomputed: int = 0  # files whose vector came from extracted features (not embedded)
     unchanged: int = 0  # files skipped because path, size and mtime were unchanged
     removed: int = 0  # files that left the index (deleted from disk)
     frames: int = 0  # video frames embedded
