@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.browser import browser  # noqa: F401  (a fixture for every test module)
+
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
 

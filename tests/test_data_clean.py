@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from crossmodal.data.cleaning.duplicates import (
 from crossmodal.data.cleaning.images import check_image
 from crossmodal.data.sources import open_source
 from crossmodal.errors import ConfigError
+from tests.browser import open_page as _open
 from tests.planted import PlantedCorpus, make_planted_corpus
 
 AGREEMENT = 0.35  # image-text cosine cut on the planted corpus: mismatches <= 0.18, matches >= 0.5
@@ -277,3 +279,61 @@ def test_cli_bad_source_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     code = main(["data", "clean", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")])
     assert code == 1
     assert "not a dataset crossmodal can read" in capsys.readouterr().err
+
+
+def test_report_page_in_a_browser(corpus: PlantedCorpus, tmp_path: Path, browser: Any) -> None:
+    out = tmp_path / "out"
+    args = ["data", "clean", str(corpus.manifest), "--out", str(out), "--no-progress"]
+    assert main([*args, "--min-similarity", str(AGREEMENT)]) == 0
+    state = _open(browser, out / "report.html")
+    assert state["console"] == [] and state["scripts"] == 0 and state["requests"] == []
+    assert len(state["images"]) >= 8
+    assert all(complete and width > 0 for complete, width, _ in state["images"])
+    bars = browser.execute_script("return document.querySelectorAll('svg rect').length")
+    cut = browser.execute_script("return document.querySelectorAll('svg line').length")
+    assert bars == 40 and cut == 1  # the similarity histogram, with the cut drawn in
+    text = browser.find_element("css selector", "body").text
+    assert "duplicate_near (2 of 2)" in text and "decompression bomb" in text
+
+
+def test_cli_webdataset_shards_are_saved_as_files(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from tests.planted import shape_image
+
+    shard = tmp_path / "shard-000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for key, (colour, shape) in enumerate(
+            [("red", "circle"), ("blue", "square"), ("red", "circle"), ("green", "square")]
+        ):
+            png = io.BytesIO()
+            shape_image(colour, shape).save(png, format="PNG")
+            for name, data in (
+                (f"{key:04d}.png", png.getvalue()),
+                (f"{key:04d}.txt", f"{colour} {shape}".encode()),
+            ):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    for run in ("a", "b"):
+        assert (
+            main(["data", "clean", str(shard), "--out", str(tmp_path / run), "--no-progress"]) == 0
+        )
+    rows = [
+        json.loads(line) for line in (tmp_path / "a" / "manifest.jsonl").read_text().splitlines()
+    ]
+    assert [r["caption"] for r in rows] == [["red circle"], ["blue square"], ["green square"]]
+    assert all(
+        Path(r["image"]).is_file() and Path(r["image"]).parent.name == "images" for r in rows
+    )
+    assert rows[0]["source"].endswith("shard-000.tar:0000") and rows[0]["duplicates"][0].endswith(
+        ":0002"
+    )
+    for a, b in zip(
+        sorted((tmp_path / "a").rglob("*.*")), sorted((tmp_path / "b").rglob("*.*")), strict=True
+    ):
+        if a.suffix != ".jsonl":  # the manifests name their own folder
+            assert a.read_bytes() == b.read_bytes(), a.name
+    again = open_source(tmp_path / "a" / "manifest.jsonl")
+    assert [s.captions for s in again] == [("red circle",), ("blue square",), ("green square",)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from crossmodal.cli.main import main
 from crossmodal.data.labeling import LabelConfig, auto_label, read_classes
 from crossmodal.data.sources import open_source
 from crossmodal.errors import ConfigError, InputError
+from tests.browser import open_page as _open
 from tests.planted import COLOURS, shape_image
 
 CLASSES = [f"{colour} {shape}" for colour in COLOURS for shape in ("circle", "square")]
@@ -166,3 +168,17 @@ def test_cli_chinese_templates_and_bad_classes(
         ["data", "label", str(gallery), "--classes", str(tmp_path / "one.txt"), "--out", str(out)]
     )
     assert code == 1 and "at least two classes" in capsys.readouterr().err
+
+
+def test_review_page_in_a_browser(gallery: Path, tmp_path: Path, browser: Any) -> None:
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["data", "label", str(gallery), "--classes", str(classes), "--out", str(out)]
+    assert main([*args, "--threshold", "0.9", "--no-progress"]) == 0
+    state = _open(browser, out / "review.html")
+    assert state["console"] == [] and state["scripts"] == 0 and state["requests"] == []
+    report = json.loads((out / "report.json").read_text())
+    assert len(state["images"]) == report["needs_review"] > 0
+    assert all(complete and width > 0 for complete, width, _ in state["images"])
+    assert "confident" in browser.find_element("css selector", "table").text

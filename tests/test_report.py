@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,11 @@ from crossmodal.eval.metrics import (
 )
 from crossmodal.eval.report import write_report
 from crossmodal.eval.results import RetrievalExample, RetrievalResult, Skipped, ZeroShotResult
+from tests.browser import open_page as _open
 
 pytest.importorskip("matplotlib", reason="the report needs crossmodal[report] (matplotlib)")
 
 EVIL = "<script>alert('x')</script>"  # a user string that must never reach the page as markup
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DATA_URI = re.compile(r'src="data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)"')
 
 
@@ -184,59 +182,6 @@ def test_recall_curve_tiny_gallery() -> None:
 
 # --------------------------------------------------------------------------------------------
 # (b) a real headless browser
-
-
-@pytest.fixture()
-def browser(tmp_path: Path) -> Iterator[Any]:
-    """Headless Chromium driven by Selenium, fully offline (no Selenium Manager download)."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip(
-            f"{CHROMIUM} / {CHROMEDRIVER} not installed: apt-get install chromium "
-            "chromium-driver (scripts/install does it when run as root)"
-        )
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1200,2000",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-_PAGE_STATE_JS = """
-return {
-  images: Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.className]),
-  placeholders: document.querySelectorAll('div.thumb.missing').length,
-  scripts: document.scripts.length,
-  requests: performance.getEntriesByType('resource').map(r => r.name),
-  title: document.title,
-};
-"""
-
-
-def _open(driver: Any, page: Path) -> dict[str, Any]:
-    """Load ``page``; return what the browser made of it and the console messages."""
-    driver.get(page.as_uri())
-    state: dict[str, Any] = driver.execute_script(_PAGE_STATE_JS)
-    state["console"] = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    return state
 
 
 def _assert_clean(state: dict[str, Any], n_images: int, n_placeholders: int) -> None:
