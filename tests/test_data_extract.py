@@ -168,3 +168,26 @@ def test_index_reuses_extracted_features(
          "-m", "native:test-tiny"]
     )  # fmt: skip
     assert bad == 1 and "extracted with" in capsys.readouterr().err
+
+
+def test_heads_train_on_extracted_features(tmp_path: Path, encoder: crossmodal.Encoder) -> None:
+    from crossmodal.heads.features import load_clip
+    from crossmodal.heads.task import featurize, features_from_extraction
+
+    manifest = _manifest(tmp_path / "data")
+    extract_features(open_source(manifest), encoder, tmp_path / "f", ExtractConfig(shard_size=16))
+    given = features_from_extraction(tmp_path / "f")
+    direct = featurize(load_clip(), open_source(manifest))
+    captioned = [i for i, s in enumerate(direct.sources) if s in set(given.sources)]
+    assert list(given.sources) == [direct.sources[i] for i in captioned]
+    assert given.classes == direct.classes and len(given.skipped) == 14  # the uncaptioned rows
+    np.testing.assert_allclose(given.features.h_i, direct.features.h_i[captioned], atol=1e-5)
+    np.testing.assert_allclose(given.features.h_t, direct.features.h_t[captioned], atol=1e-5)
+    out = tmp_path / "head"
+    args = ["train", "--task", "classify", "--data", str(tmp_path / "f"), "--eval-data",
+            str(tmp_path / "f"), "--head", "linear", "--steps", "60", "--lr", "1e-2",
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["samples"] == len(given) and report["accuracy"] >= 0.9
+    assert main([*args[:-3], "--head", "attention", "--out", str(tmp_path / "a")]) == 1

@@ -10,6 +10,10 @@ training loop, and writes ``OUT/head.safetensors`` (weights, classes and encoder
 metadata), ``OUT/metrics.csv`` and ``OUT/curves.png``. With ``--eval-data`` it also writes
 ``OUT/eval.json``: accuracy, balanced accuracy, macro precision / recall / F1 and the
 per-class numbers on that data.
+
+``--data`` and ``--eval-data`` may also be ``crossmodal data extract`` folders: the head then
+trains on the extracted image and caption embeddings with no model run (any head but
+``attention``, which needs patch tokens).
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crossmodal.heads.task import LabelledFeatures
 
 __all__ = ["add_classify_arguments", "run_classify"]
 
@@ -58,12 +66,44 @@ def _source(path: str, args: argparse.Namespace) -> Any:
     return _open_dataset(path, **{k: v for k, v in columns.items() if v is not None})
 
 
+def _is_extraction(path: str) -> bool:
+    """Whether ``path`` is a ``crossmodal data extract`` folder (features, not images)."""
+    from crossmodal.data.extract import STATE_NAME
+
+    return (Path(path) / STATE_NAME).is_file()
+
+
+def _extraction_model(folders: list[str]) -> str | None:
+    from crossmodal.data.extract import read_state
+
+    return str(read_state(folders[0])["model"]) if folders else None
+
+
+def _check_extraction(folder: str, encoder_spec: str, head: str) -> None:
+    """The features of ``folder`` fit the head: same encoder, no patch tokens needed."""
+    from crossmodal.data.extract import read_state
+    from crossmodal.errors import ConfigError
+
+    model = read_state(folder)["model"]
+    if model != encoder_spec:
+        raise ConfigError(
+            f"{folder}: features were extracted with {model!r}, not {encoder_spec!r}; "
+            "pass -m with that model, or extract again"
+        )
+    if head == "attention":
+        raise ConfigError(
+            f"{folder}: the attention head attends over patch tokens, which `crossmodal data "
+            "extract` does not store; train it from the images (a manifest) instead"
+        )
+
+
 def run_classify(args: argparse.Namespace) -> int:
     """Featurize, train, save, evaluate, print a summary."""
     from crossmodal.encoders import DEFAULT_MODEL
     from crossmodal.heads.features import load_clip
     from crossmodal.heads.task import (
         evaluate_classifier,
+        features_from_extraction,
         featurize,
         save_classifier,
         train_classifier,
@@ -71,11 +111,22 @@ def run_classify(args: argparse.Namespace) -> int:
     from crossmodal.train.config import TrainConfig
 
     progress = not args.no_progress and sys.stderr.isatty()
-    encoder_spec = args.model or DEFAULT_MODEL
-    train_source = _source(args.data, args)
-    eval_source = _source(args.eval_data, args) if args.eval_data else None
-    encoder = load_clip(encoder_spec, device="cpu" if args.device == "auto" else args.device)
-    data = featurize(encoder, train_source, progress=progress)
+    extracted = [p for p in (args.data, args.eval_data) if p and _is_extraction(p)]
+    encoder_spec = args.model or _extraction_model(extracted) or DEFAULT_MODEL
+    for folder in extracted:
+        _check_extraction(folder, encoder_spec, args.head)
+    encoder = None
+    if len(extracted) < len([p for p in (args.data, args.eval_data) if p]):
+        device = "cpu" if args.device == "auto" else args.device
+        encoder = load_clip(encoder_spec, device=device)
+
+    def labelled(path: str, classes: Sequence[str] | None = None) -> LabelledFeatures:
+        if _is_extraction(path):
+            return features_from_extraction(path, classes)
+        assert encoder is not None
+        return featurize(encoder, _source(path, args), classes=classes, progress=progress)
+
+    data = labelled(args.data)
     no_length = args.steps is None and args.epochs is None
     config = TrainConfig(
         model=encoder_spec,
@@ -107,8 +158,8 @@ def run_classify(args: argparse.Namespace) -> int:
         f"trained the {args.head!r} head {result.steps} steps, final loss {result.loss:.4f}\n"
         f"head: {path}; metrics: {result.metrics_path}"
     )
-    if eval_source is not None:
-        test = featurize(encoder, eval_source, classes=data.classes, progress=progress)
+    if args.eval_data:
+        test = labelled(args.eval_data, data.classes)
         report = evaluate_classifier(head, test)
         out = {
             "head": args.head,

@@ -38,6 +38,7 @@ __all__ = [
     "LabelledFeatures",
     "evaluate_classifier",
     "featurize",
+    "features_from_extraction",
     "load_classifier",
     "predict",
     "save_classifier",
@@ -130,6 +131,56 @@ def featurize(
     )
     labels = torch.tensor([index[str(s.label)] for s in kept], dtype=torch.int64)
     return LabelledFeatures(features, labels, names, tuple(s.source for s in kept), skipped)
+
+
+def features_from_extraction(
+    folder: str | Path, classes: Sequence[str] | None = None
+) -> LabelledFeatures:
+    """Labelled features read from a ``crossmodal data extract`` folder, with no model run.
+
+    ``h_i`` and ``h_t`` are the extracted image and (first) caption embeddings. The folder
+    holds no patch tokens, so ``image_tokens`` is the class token alone: heads that attend over
+    patches (``attention``) need :func:`featurize` on the images instead. Rows without a
+    label, with a label that is not a class, or without a caption are skipped and recorded.
+
+    Raises:
+        InputError: Not an extraction folder, or no row has a label and a caption.
+    """
+    from crossmodal.data.extract import read_feature_shards
+
+    known = None if classes is None else set(classes)
+    skipped: list[Skipped] = []
+    rows: list[tuple[str, str]] = []  # (source, label)
+    h_i: list[np.ndarray] = []
+    h_t: list[np.ndarray] = []
+    for shard in read_feature_shards(folder):
+        for row, image, text in zip(
+            shard.rows, shard.image_embeddings, shard.text_embeddings, strict=True
+        ):
+            label = row["label"]
+            if label is None:
+                skipped.append(Skipped(row["source"], "no label"))
+            elif known is not None and label not in known:
+                skipped.append(Skipped(row["source"], f"label {label!r} is not a class"))
+            elif np.isnan(text).any():
+                skipped.append(Skipped(row["source"], "no caption was embedded"))
+            else:
+                rows.append((row["source"], label))
+                h_i.append(image)
+                h_t.append(text)
+    if not rows:
+        raise InputError(
+            f"{folder}: no extracted row has both a label and a caption ({len(skipped)} "
+            "skipped); extract a manifest with label and caption columns"
+        )
+    names = tuple(sorted({label for _, label in rows})) if classes is None else tuple(classes)
+    index = {name: i for i, name in enumerate(names)}
+    image = torch.from_numpy(np.stack(h_i))
+    features = Features(
+        h_i=image, h_t=torch.from_numpy(np.stack(h_t)), image_tokens=image[:, None, :].clone()
+    )
+    labels = torch.tensor([index[label] for _, label in rows], dtype=torch.int64)
+    return LabelledFeatures(features, labels, names, tuple(src for src, _ in rows), skipped)
 
 
 def train_classifier(
