@@ -127,6 +127,22 @@ def test_duplicate_groups_against_a_plain_scan() -> None:
     assert exact_duplicate_groups(["a", "", "b", "a", "", "a"]) == [[0, 3, 5]]
 
 
+def test_large_sets_use_neighbours_and_find_the_copies() -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 32)).astype(np.float32)
+    originals = rng.choice(3000, size=60, replace=False)
+    copies = rng.choice(np.setdiff1d(np.arange(3000), originals), size=60, replace=False)
+    x[copies] = x[originals] + 0.05 * rng.normal(size=(60, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact = near_duplicate_pairs(x, 0.95)
+    approximate = near_duplicate_pairs(x, 0.95, exact_limit=1000)  # the HNSW path
+    planted = {(min(a, b), max(a, b)) for a, b in zip(originals, copies, strict=True)}
+    assert planted <= set(exact)
+    assert set(approximate) <= set(exact)  # never a pair under the threshold
+    assert len(planted & set(approximate)) / len(planted) >= 0.98
+
+
 def test_threshold_is_checked() -> None:
     with pytest.raises(ConfigError, match="near_duplicate"):
         CleanConfig(near_duplicate=1.5)

@@ -172,7 +172,7 @@ def test_index_reuses_extracted_features(
 
 def test_heads_train_on_extracted_features(tmp_path: Path, encoder: crossmodal.Encoder) -> None:
     from crossmodal.heads.features import load_clip
-    from crossmodal.heads.task import featurize, features_from_extraction
+    from crossmodal.heads.task import features_from_extraction, featurize
 
     manifest = _manifest(tmp_path / "data")
     extract_features(open_source(manifest), encoder, tmp_path / "f", ExtractConfig(shard_size=16))
