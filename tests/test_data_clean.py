@@ -231,6 +231,22 @@ def test_scores_separate_matches_from_mismatches(
     assert max(bad) + 0.03 < AGREEMENT < min(good) - 0.03, (sorted(bad), sorted(good)[:5])
 
 
+def test_percentile_cut_drops_the_lowest_scores(
+    corpus: PlantedCorpus, encoder: crossmodal.Encoder
+) -> None:
+    source = open_source(corpus.manifest, on_missing="skip")
+    config = CleanConfig(near_duplicate=None, drop_percentile=10)
+    result = clean(source, config, encoder)
+    kept = [s for i in result.items for s in i.scores]
+    cut = [s for i in result.items for s in i.mismatch_scores]
+    total = len(kept) + len(cut)
+    assert result.similarity_threshold is not None
+    assert max(cut) < result.similarity_threshold <= min(kept)
+    assert int(0.08 * total) <= len(cut) <= int(0.12 * total) + 1  # about a tenth of them
+    mismatched = {s for s, r in corpus.expected.items() if r == "mismatch"}
+    assert {i.source for i in result.items if i.rule == "mismatch"} == mismatched
+
+
 def test_cli_writes_the_same_bytes_twice(corpus: PlantedCorpus, tmp_path: Path) -> None:
     args = [
         "data",
