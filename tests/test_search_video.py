@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import wave
 from pathlib import Path
@@ -188,6 +189,14 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         list(sample_frames(tmp_path / "missing.mp4"))
     with pytest.raises(ImageDecodeError, match="directory"):
         list(sample_frames(tmp_path))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "stream.mp4"
+    os.mkfifo(fifo)  # FFmpeg would block opening it, waiting for a writer
+    with pytest.raises(ImageDecodeError, match="not a regular file"):
+        list(sample_frames(fifo))
 
 
 def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "ImageInput",
     "ImagePreprocess",
     "PreprocessConfig",
+    "check_regular_file",
     "jpeg_data_uri",
     "load_image",
     "to_rgb",
@@ -142,7 +143,7 @@ def _from_path(path: str, draft_size: int | None, max_pixels: int | None) -> Ima
         raise InputError(f"draft_size must be a positive number of pixels, got {draft_size}")
     if max_pixels is not None and max_pixels <= 0:
         raise InputError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
-    _check_regular_file(path)
+    check_regular_file(path)
     image = _open(path)
     try:
         # Image.open only warns between MAX_IMAGE_PIXELS and twice that. Warning filters are
@@ -176,8 +177,13 @@ def _from_path(path: str, draft_size: int | None, max_pixels: int | None) -> Ima
     return rgb
 
 
-def _check_regular_file(path: str) -> None:
-    """Refuse, with a clear reason, what ``Image.open`` would misreport or block on (a FIFO)."""
+def check_regular_file(path: str) -> None:
+    """Refuse, with a clear reason, what a decoder would misreport or block on (a FIFO).
+
+    Raises:
+        ImageDecodeError: ``path`` is missing (or a broken symlink), unreadable, a directory,
+            not a regular file, or empty; the message names it.
+    """
     try:
         info = os.stat(path)
     except FileNotFoundError:

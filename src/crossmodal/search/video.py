@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from crossmodal.data.images import check_regular_file
 from crossmodal.errors import BackendUnavailableError, ConfigError, ImageDecodeError
 
 if TYPE_CHECKING:
@@ -248,17 +249,13 @@ def _open_video(name: str) -> tuple[InputContainer, VideoStream]:
         import av
     except ImportError:
         raise BackendUnavailableError("video frame sampling", "video", "av") from None
+    check_regular_file(name)  # missing, directory, FIFO (FFmpeg would block on it), empty
     try:
         container = av.open(name, mode="r")
-    except FileNotFoundError:
-        raise ImageDecodeError(name, "file not found") from None
-    except IsADirectoryError:
-        raise ImageDecodeError(name, "is a directory, not a file") from None
     except PermissionError:
         raise ImageDecodeError(name, "permission denied") from None
-    except Exception as exc:  # InvalidDataError for empty, text and corrupt files, ...
-        reason = "empty file" if _is_empty(name) else _describe(exc)
-        raise ImageDecodeError(name, f"not a video that FFmpeg can read: {reason}") from exc
+    except Exception as exc:  # InvalidDataError for text and corrupt files, ...
+        raise ImageDecodeError(name, f"not a video that FFmpeg can read: {_describe(exc)}") from exc
     stream = container.streams.best("video")
     if not isinstance(stream, av.video.stream.VideoStream):
         kinds = sorted({s.type for s in container.streams})
@@ -349,14 +346,6 @@ def _is_number(value: object) -> bool:
         and not isinstance(value, bool)
         and not (isinstance(value, float) and math.isnan(value))
     )
-
-
-def _is_empty(name: str) -> bool:
-    """Whether ``name`` is a zero-byte file."""
-    try:
-        return os.path.getsize(name) == 0
-    except OSError:
-        return False
 
 
 def _describe(exc: BaseException) -> str:
