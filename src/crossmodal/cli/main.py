@@ -30,10 +30,11 @@ def _commands() -> list[ModuleType]:
         models,
         moments,
         search,
+        serve,
         train,
     )
 
-    return [demo, models, embed, search, moments, data, export_onnx, eval, train]
+    return [demo, models, embed, search, serve, moments, data, export_onnx, eval, train]
 
 
 def build_parser() -> argparse.ArgumentParser:

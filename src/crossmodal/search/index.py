@@ -97,10 +97,14 @@ class Index:
         config: IndexConfig | None = None,
         *,
         create: bool = True,
+        threads: bool = False,
     ) -> Index:
-        """Open the index in ``directory`` (made when missing and ``create``)."""
+        """Open the index in ``directory`` (made when missing and ``create``).
+
+        ``threads=True`` allows calls from several threads, one at a time (see :class:`Store`).
+        """
         path = Path(os.path.expanduser(directory))
-        return cls(Store(path, create=create), config or IndexConfig())
+        return cls(Store(path, create=create, threads=threads), config or IndexConfig())
 
     def close(self) -> None:
         """Close the database."""

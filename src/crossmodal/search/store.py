@@ -58,8 +58,13 @@ class Store:
     :func:`crossmodal.search.lock.writer_lock`).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, create: bool = True, threads: bool = False
+    ) -> None:
         """Open (and with ``create``, make) ``directory/index.sqlite``, migrating it if older.
+
+        With ``threads=True`` the connection may be used from any thread; the caller must
+        then serialise the calls (the HTTP service holds one lock around its index).
 
         Raises:
             InputError: No index there (``create=False``), or the file is not a database.
@@ -74,7 +79,9 @@ class Store:
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self.db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=not threads
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -189,6 +196,22 @@ class Store:
                 chunk,
             ):
                 out[int(row[0])] = row
+        return out
+
+    def file_by_id(self, file_id: int) -> tuple[str, str] | None:
+        """``(path, root)`` of the file with this id, or None."""
+        row = self.db.execute("SELECT path, root FROM files WHERE id = ?", (file_id,)).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def file_ids(self, paths: Iterable[str]) -> dict[str, int]:
+        """Ids of the given indexed paths (paths not indexed are left out)."""
+        out: dict[str, int] = {}
+        wanted = list(paths)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT path, id FROM files WHERE path IN ({marks})"
+            out.update((str(path), int(i)) for path, i in self.db.execute(query, chunk))
         return out
 
     def has_vectors(self, digest: str) -> bool:

@@ -1,0 +1,48 @@
+"""``crossmodal serve``: the HTTP API over a search index (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    """Register the command."""
+    p = sub.add_parser(
+        "serve",
+        help="serve search over HTTP (JSON API)",
+        description="Serve the index over HTTP: POST /api/search, POST /api/search/upload, "
+        "GET /api/thumb/ID, GET /api/file/ID, GET /api/health; schema at /openapi.json. "
+        "Binds 127.0.0.1 unless --host says otherwise, which then needs a bearer token.",
+    )
+    p.add_argument("--db", type=Path, default=None, help="index directory (as for index)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("CROSSMODAL_TOKEN"),
+        help="bearer token every /api call must carry (default $CROSSMODAL_TOKEN)",
+    )
+    p.add_argument("--max-k", type=int, default=200, help="the most hits per search (200)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    from crossmodal.cli.search import default_db
+    from crossmodal.service.app import serve
+    from crossmodal.service.settings import ServiceSettings
+
+    settings = ServiceSettings(
+        db=args.db or default_db(),
+        host=args.host,
+        port=args.port,
+        token=args.token or None,
+        max_k=args.max_k,
+    )
+    serve(settings)
+    return 0

@@ -1,0 +1,308 @@
+"""The HTTP service: a JSON API over one search index (FastAPI).
+
+    app = create_app(ServiceSettings(db=Path("~/.local/share/crossmodal/index")))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Routes (all under ``/api``; OpenAPI schema at ``/openapi.json``):
+
+- ``GET /api/health``: status, files, model.
+- ``POST /api/search``: JSON ``{"text", "image_id", "k", "folder", "kind"}``; text, an
+  indexed picture, or both (their vectors summed, as the CLI's ``a + b`` does).
+- ``POST /api/search/upload``: multipart ``file`` (a picture), optional ``text`` and ``k``.
+- ``GET /api/thumb/{id}`` (``?t=`` seconds for a video frame) and ``GET /api/file/{id}``:
+  a hit's thumbnail and original, by the opaque id of :mod:`crossmodal.service.ids` only.
+  The file must still resolve (symlinks followed) inside the indexed root it was found under.
+
+Safe by default: a bearer token when one is set (required off loopback, see
+:class:`ServiceSettings`), request bodies capped, ``k`` capped, uploads with too many pixels
+refused before decoding, no paths in responses (a hit has a name and an id), no CORS, and
+errors as ``{"error": ...}`` with the right status code.
+
+No ``from __future__ import annotations`` here: FastAPI reads the route functions' annotations
+at run time, and some name classes local to :func:`create_app`.
+"""
+
+import hmac
+import io
+import os
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from crossmodal.data.images import load_image
+from crossmodal.errors import BackendUnavailableError, CrossmodalError
+from crossmodal.search.index import Index
+from crossmodal.search.results import Hit, SearchFilter
+from crossmodal.service.ids import FileIds, new_secret
+from crossmodal.service.settings import ServiceSettings
+
+__all__ = ["create_app"]
+
+_SECRET_KEY = "service_secret"  # index meta key of the id secret
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _Service:
+    """The index behind the app, used by one request at a time."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.index = Index.open(settings.db, create=False, threads=True)
+        self.lock = threading.Lock()
+        with self.lock:
+            secret = self.index.store.get_meta(_SECRET_KEY)
+            if secret is None:
+                secret = new_secret()
+                with self.index.store.transaction():
+                    self.index.store.set_meta(_SECRET_KEY, secret)
+        self.ids = FileIds(secret)
+
+    def hits_json(self, hits: list[Hit]) -> list[dict[str, Any]]:
+        ids = self.index.store.file_ids([h.path for h in hits])
+        out = []
+        for hit in hits:
+            token = self.ids.issue(ids[hit.path], hit.path)
+            time = f"?t={hit.time:.3f}" if hit.time is not None else ""
+            out.append(
+                {
+                    "id": token,
+                    "name": os.path.basename(hit.path),
+                    "kind": hit.kind,
+                    "time": hit.time,
+                    "score": round(hit.score, 6),
+                    "relevance": round(hit.relevance, 4),
+                    "weak": hit.weak,
+                    "caption": hit.caption,
+                    "thumbnail": f"/api/thumb/{token}{time}",
+                    "file": f"/api/file/{token}",
+                }
+            )
+        return out
+
+    def resolve(self, token: str) -> str | None:
+        """The path behind an id, if it is valid and still inside its indexed root."""
+        found: dict[int, tuple[str, str]] = {}
+
+        def path_of(file_id: int) -> str | None:
+            row = self.index.store.file_by_id(file_id)
+            if row is not None:
+                found[file_id] = row
+            return None if row is None else row[0]
+
+        file_id = self.ids.check(token, path_of)
+        if file_id is None:
+            return None
+        path, root = found[file_id]
+        real, real_root = os.path.realpath(path), os.path.realpath(root)
+        inside = real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+        return real if inside and os.path.isfile(real) else None
+
+
+def create_app(settings: ServiceSettings) -> Any:
+    """The FastAPI app serving ``settings.db`` (see the module docstring).
+
+    Raises:
+        InputError: No index at ``settings.db``.
+        BackendUnavailableError: FastAPI is not installed (``crossmodal[serve]``).
+    """
+    try:
+        import fastapi
+    except ImportError as exc:
+        raise BackendUnavailableError("the HTTP service", "serve", "fastapi") from exc
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from pydantic import BaseModel, Field
+    from starlette.exceptions import HTTPException
+
+    service = _Service(settings)
+    app = fastapi.FastAPI(title="crossmodal", version="1", docs_url=None, redoc_url=None)
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    error = fastapi.HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Any, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Any, exc: RequestValidationError) -> JSONResponse:
+        fields = [".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors()]
+        return JSONResponse({"error": "invalid request", "fields": fields}, 422)
+
+    @app.exception_handler(CrossmodalError)
+    async def bad_input(_: Any, exc: CrossmodalError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 400)
+
+    def authorize(authorization: str | None = fastapi.Header(default=None)) -> None:
+        if settings.token is None:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, settings.token):
+            raise error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+    api = fastapi.APIRouter(prefix="/api", dependencies=[fastapi.Depends(authorize)])
+
+    class SearchRequest(BaseModel):  # type: ignore[misc]
+        text: str | None = Field(default=None, max_length=1000)
+        image_id: str | None = Field(default=None, max_length=64)
+        k: int = Field(default=10, ge=1, le=settings.max_k)
+        folder: str | None = None
+        kind: Literal["image", "video"] | None = None
+
+    @api.get("/health")
+    def health() -> dict[str, Any]:
+        with service.lock:
+            return {"status": "ok", "files": len(service.index), "model": service.index.model}
+
+    @api.post("/search")
+    def search(request: SearchRequest) -> dict[str, Any]:
+        if not request.text and not request.image_id:
+            raise error(400, "give a text, an image_id, or both")
+        image = None
+        with service.lock:
+            if request.image_id:
+                image = service.resolve(request.image_id)
+                if image is None:
+                    raise error(404, "no such image id")
+            where = SearchFilter(folder=request.folder, kind=request.kind)
+            hits = service.index.search(request.text or None, image, k=request.k, where=where)
+            return {"hits": service.hits_json(hits)}
+
+    @api.post("/search/upload")
+    def search_upload(
+        file: fastapi.UploadFile,
+        text: str | None = fastapi.Form(default=None, max_length=1000),
+        k: int = fastapi.Form(default=10, ge=1, le=settings.max_k),
+    ) -> dict[str, Any]:
+        picture = _open_upload(file.file.read(), settings.max_image_pixels, error)
+        with service.lock:
+            encoder = service.index.encoder
+            pixels = encoder.preprocess(picture)[None]
+            vector = encoder.encode_pixels(pixels)[0]
+            if text:
+                vector = vector + service.index.query_vector(_text_query(text))
+                vector = (vector / np.linalg.norm(vector)).astype(np.float32)
+            hits = service.index.search(vector=vector, k=k)
+            return {"hits": service.hits_json(hits)}
+
+    @api.get("/thumb/{token}")
+    def thumbnail(token: str, t: float | None = None) -> Response:
+        with service.lock:
+            path = service.resolve(token)
+        if path is None:
+            raise error(404, "no such id")
+        try:
+            if t is not None:
+                from crossmodal.search.video import frame_at
+
+                picture = frame_at(path, t).image
+            else:
+                picture = load_image(path, draft_size=settings.thumbnail_size)
+        except CrossmodalError as exc:
+            raise error(404, f"the file no longer decodes: {exc}") from None
+        picture.thumbnail((settings.thumbnail_size, settings.thumbnail_size))
+        buffer = io.BytesIO()
+        picture.convert("RGB").save(buffer, format="JPEG", quality=85)
+        return Response(buffer.getvalue(), media_type="image/jpeg")
+
+    @api.get("/file/{token}")
+    def original(token: str) -> Any:
+        with service.lock:
+            path = service.resolve(token)
+        if path is None:
+            raise error(404, "no such id")
+        return FileResponse(path, filename=os.path.basename(path))
+
+    app.include_router(api)
+    app.state.service = service
+    return app
+
+
+def _text_query(text: str) -> Any:
+    from crossmodal.search.query import Query
+
+    return Query.of(text, None)
+
+
+def _open_upload(data: bytes, max_pixels: int, error: Any) -> Image.Image:
+    """The uploaded picture, decoded only when its header declares at most ``max_pixels``."""
+    if not data:
+        raise error(400, "the uploaded file is empty")
+    try:
+        header = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise error(400, "the picture declares too many pixels") from None
+    except Exception:
+        raise error(400, "the upload is not a picture crossmodal can read") from None
+    w, h = header.size
+    if w * h > max_pixels:
+        raise error(400, f"the picture declares {w}×{h} pixels, over {max_pixels:,}")
+    try:
+        return load_image(header)
+    except CrossmodalError as exc:
+        raise error(400, f"the picture does not decode: {exc}") from None
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a body over ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _send_413(send, self.limit)
+            return
+        seen = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLargeError
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracked)
+        except _TooLargeError:
+            if not started:
+                await _send_413(send, self.limit)
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    body = f'{{"error": "request body over {limit} bytes"}}'.encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve(settings: ServiceSettings) -> None:
+    """Run the service until interrupted (uvicorn)."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise BackendUnavailableError("the HTTP service", "serve", "uvicorn") from exc
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

@@ -1,0 +1,46 @@
+"""Settings of the HTTP service: where it listens, who may call it, and how much they may ask."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from crossmodal.errors import ConfigError
+
+__all__ = ["ServiceSettings", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """One service: an index, an address, a token, and limits on every request."""
+
+    db: Path  # the index directory (``crossmodal index --db``)
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 8000
+    token: str | None = None  # a bearer token every /api call must carry; required off loopback
+    max_k: int = 200  # the most hits one search may ask for
+    max_body_bytes: int = 16 * 2**20  # request bodies above this get 413
+    max_image_pixels: int = 40_000_000  # uploaded pictures declaring more get 400 (bombs)
+    thumbnail_size: int = 256  # longest side of a thumbnail
+
+    def __post_init__(self) -> None:
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(
+                f"binding to {self.host} exposes the index beyond this machine; pass a bearer "
+                "token (--token, or CROSSMODAL_TOKEN) or bind to 127.0.0.1"
+            )
+        if self.token is not None and len(self.token) < 16:
+            raise ConfigError("the token must have at least 16 characters")
+        if self.max_k < 1 or self.max_body_bytes < 1 or self.max_image_pixels < 1:
+            raise ConfigError("max_k, max_body_bytes and max_image_pixels must be positive")
