@@ -16,10 +16,35 @@ from crossmodal.errors import ConfigError
 __all__ = ["add_clean", "add_extract", "add_label", "run_clean", "run_extract", "run_label"]
 
 
+def _add_source_and_model(p: argparse.ArgumentParser) -> None:
+    """SRC, --out and the model options every preparation command takes."""
+    from crossmodal.encoders import DEFAULT_MODEL
+
+    p.add_argument("source", help="folder, manifest (.csv/.tsv/.jsonl) or shards (.tar, glob)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="folder to write")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model spec ({DEFAULT_MODEL})")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (onnx: int8)")
+
+
+def _add_columns(p: argparse.ArgumentParser, caption: bool = True) -> None:
+    """Manifest column names (SRC a .csv / .tsv / .jsonl)."""
+    g = p.add_argument_group("manifest columns")
+    g.add_argument("--image-column", default=None, help="(image, else filepath)")
+    if caption:
+        g.add_argument("--caption-column", default=None, help="(caption, else title, text)")
+    g.add_argument("--label-column", default=None, help="(label: the true class)")
+
+
+def _add_run_options(p: argparse.ArgumentParser, batch_size: int) -> None:
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--workers", type=int, default=2, help="image decoding threads (2)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def add_clean(commands: Any) -> None:
     """Register ``data clean``."""
     from crossmodal.data.cleaning.captions import LANGUAGES
-    from crossmodal.encoders import DEFAULT_MODEL
 
     p = commands.add_parser(
         "clean",
@@ -32,11 +57,7 @@ def add_clean(commands: Any) -> None:
         "OUT/report.html. Source files are never changed; the same inputs and --seed give "
         "byte-identical files.",
     )
-    p.add_argument("source", help="folder, manifest (.csv/.tsv/.jsonl) or shards (.tar, glob)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="folder to write")
-    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model spec ({DEFAULT_MODEL})")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (onnx: int8)")
+    _add_source_and_model(p)
     p.add_argument(
         "--no-model",
         action="store_true",
@@ -79,21 +100,15 @@ def add_clean(commands: Any) -> None:
         default=None,
         help="drop the lowest P%% of captions by image-text similarity",
     )
-    g = p.add_argument_group("manifest columns")
-    g.add_argument("--image-column", default=None, help="(image, else filepath)")
-    g.add_argument("--caption-column", default=None, help="(caption, else title, text)")
-    g.add_argument("--label-column", default=None, help="(label)")
+    _add_columns(p)
     p.add_argument("--seed", type=int, default=0, help="picks the report's examples (0)")
     p.add_argument("--examples", type=int, default=8, help="examples per rule in the report (8)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="image decoding threads (2)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_run_options(p, batch_size=64)
     p.set_defaults(data_command="clean")
 
 
 def add_label(commands: Any) -> None:
     """Register ``data label``."""
-    from crossmodal.encoders import DEFAULT_MODEL
 
     p = commands.add_parser(
         "label",
@@ -104,12 +119,8 @@ def add_label(commands: Any) -> None:
         "OUT/review.html (the uncertain items, least confident first). When SRC has labels "
         "of its own, accuracy is reported for the confident and the flagged items apart.",
     )
-    p.add_argument("source", help="folder, manifest (.csv/.tsv/.jsonl) or shards (.tar, glob)")
+    _add_source_and_model(p)
     p.add_argument("--classes", type=Path, required=True, help="text file, one class name per line")
-    p.add_argument("-o", "--out", type=Path, required=True, help="folder to write")
-    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model spec ({DEFAULT_MODEL})")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (onnx: int8)")
     p.add_argument(
         "--language", default="en", choices=("en", "zh"), help="prompt templates' language (en)"
     )
@@ -128,17 +139,13 @@ def add_label(commands: Any) -> None:
     )
     p.add_argument("--scale", type=float, default=100.0, help="softmax temperature (100)")
     p.add_argument("--top-k", type=int, default=3, help="candidates kept per image (3)")
-    p.add_argument("--image-column", default=None, help="manifest: (image, else filepath)")
-    p.add_argument("--label-column", default=None, help="manifest: the true labels (label)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="image decoding threads (2)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_columns(p, caption=False)
+    _add_run_options(p, batch_size=32)
     p.set_defaults(data_command="label")
 
 
 def add_extract(commands: Any) -> None:
     """Register ``data extract``."""
-    from crossmodal.encoders import DEFAULT_MODEL
 
     p = commands.add_parser(
         "extract",
@@ -149,20 +156,12 @@ def add_extract(commands: Any) -> None:
         "it stopped when run again, to byte-identical shards. `crossmodal index --features "
         "OUT` reuses the vectors.",
     )
-    p.add_argument("source", help="folder, manifest (.csv/.tsv/.jsonl) or shards (.tar, glob)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="folder to write")
-    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model spec ({DEFAULT_MODEL})")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (onnx: int8)")
+    _add_source_and_model(p)
     p.add_argument("--layout", default="parquet", choices=("parquet", "npy"))
     p.add_argument("--shard-size", type=int, default=10_000, help="images per shard (10000)")
     p.add_argument("--no-texts", action="store_true", help="images only, no caption embeddings")
-    p.add_argument("--image-column", default=None, help="manifest: (image, else filepath)")
-    p.add_argument("--caption-column", default=None, help="manifest: (caption, else title, text)")
-    p.add_argument("--label-column", default=None, help="manifest: (label)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="image decoding threads (2)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_columns(p)
+    _add_run_options(p, batch_size=64)
     p.set_defaults(data_command="extract")
 
 
