@@ -195,3 +195,128 @@ def test_settings_are_safe_by_default(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="16 characters"):
         ServiceSettings(db=tmp_path, token="short")
     assert ServiceSettings(db=tmp_path, host="0.0.0.0", token=TOKEN).host == "0.0.0.0"
+
+
+# ------------------------------------------------------------------ clip-retrieval's contract
+
+
+def _clip_client_class() -> type:
+    """clip-retrieval's own ClipClient, loaded from its file (its package __init__ imports the
+    whole back end, whose dependencies `pip install --no-deps clip-retrieval` leaves out)."""
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        dist = importlib.metadata.distribution("clip-retrieval")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("pip install --no-deps clip-retrieval (scripts/install dev does)")
+    pytest.importorskip("requests")
+    files = [f for f in dist.files or [] if f.name == "clip_client.py"]
+    spec = importlib.util.spec_from_file_location("clip_client", dist.locate_file(files[0]))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ClipClient  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server without a token: clip-retrieval's client cannot send one."""
+    root = tmp_path_factory.mktemp("open")
+    gallery = root / "gallery"
+    gallery.mkdir()
+    for colour, shape in [("red", "circle"), ("blue", "square"), ("green", "circle")]:
+        shape_image(colour, shape).save(gallery / f"{colour}_{shape}.png")
+    shape_image("red", "circle").save(gallery / "red_circle_again.png")  # the same content
+    with Index.open(root / "db") as index:
+        index.add([gallery])
+    port = _free_port()
+    app = create_app(ServiceSettings(db=root / "db", port=port, name="shapes"))
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uv.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_clip_retrieval_client_by_text_image_and_embedding(
+    open_server: str, tmp_path: Path
+) -> None:
+    client_class = _clip_client_class()
+    options = {"indice_name": "shapes", "num_images": 2, "use_safety_model": False}
+    client = client_class(url=f"{open_server}/knn-service", deduplicate=False, **options)
+    by_text = client.query(text="blue square")
+    assert len(by_text) == 2 and by_text[0]["caption"] == "blue_square.png"
+    assert set(by_text[0]) >= {"id", "similarity", "caption", "url", "image"}
+    thumb = Image.open(io.BytesIO(__import__("base64").b64decode(by_text[0]["image"])))
+    assert thumb.getpixel((thumb.width // 2, thumb.height // 2))[2] > 150  # blue
+    assert httpx.get(by_text[0]["url"]).content[:4] == b"\x89PNG"
+    query = tmp_path / "q.png"
+    shape_image("green", "circle", 72).save(query)
+    assert client.query(image=str(query))[0]["caption"] == "green_circle.png"
+    vector = [0.0] * 256
+    by_vector = client.query(embedding_input=vector)  # all zeros: refused, as JSON
+    assert "error" in by_vector
+    dedup = client_class(url=f"{open_server}/knn-service", deduplicate=True, **options)
+    names = [r["caption"] for r in dedup.query(text="red circle")]
+    assert len(names) == 2 and len({n.startswith("red_circle") for n in names}) == 2
+
+
+def test_clip_retrieval_metadata_and_indices(open_server: str) -> None:
+    assert httpx.get(f"{open_server}/indices-list").json() == ["shapes"]
+    hits = httpx.post(
+        f"{open_server}/knn-service",
+        json={
+            "text": "green circle",
+            "modality": "image",
+            "num_images": 1,
+            "indice_name": "shapes",
+        },
+    ).json()
+    meta = httpx.post(
+        f"{open_server}/metadata",
+        json={"ids": [hits[0]["id"], "1.forged00000000"], "indice_name": "shapes"},
+    ).json()
+    assert [m["id"] for m in meta] == [hits[0]["id"]]
+    assert meta[0]["metadata"]["caption"] == "green_circle.png"
+    for body, status in [
+        ({"text": "x", "modality": "text", "num_images": 1, "indice_name": "shapes"}, 400),
+        ({"text": "x", "modality": "image", "num_images": 1, "indice_name": "laion5B"}, 404),
+        (
+            {
+                "image_url": "file:///etc/passwd",
+                "modality": "image",
+                "num_images": 1,
+                "indice_name": "shapes",
+            },
+            400,
+        ),
+        (
+            {
+                "image_url": "http://127.0.0.1:22/",
+                "modality": "image",
+                "num_images": 1,
+                "indice_name": "shapes",
+            },
+            400,
+        ),
+        (
+            {
+                "image": "not base64!!",
+                "modality": "image",
+                "num_images": 1,
+                "indice_name": "shapes",
+            },
+            400,
+        ),
+        ({"text": "x", "modality": "image", "num_images": 10**9, "indice_name": "shapes"}, 422),
+    ]:
+        response = httpx.post(f"{open_server}/knn-service", json=body)
+        assert response.status_code == status, (body, response.text)

@@ -203,6 +203,11 @@ class Store:
         row = self.db.execute("SELECT path, root FROM files WHERE id = ?", (file_id,)).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
+    def caption_of(self, path: str) -> str | None:
+        """The caption an indexed file came with (from a manifest), or None."""
+        row = self.db.execute("SELECT caption FROM files WHERE path = ?", (path,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
     def file_ids(self, paths: Iterable[str]) -> dict[str, int]:
         """Ids of the given indexed paths (paths not indexed are left out)."""
         out: dict[str, int] = {}

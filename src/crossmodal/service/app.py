@@ -86,6 +86,24 @@ class _Service:
             )
         return out
 
+    def thumbnail(self, path: str, t: float | None = None) -> bytes:
+        """JPEG bytes of a thumbnail of ``path`` (a video's frame at ``t`` seconds).
+
+        Raises:
+            CrossmodalError: The file no longer decodes.
+        """
+        side = self.settings.thumbnail_size
+        if t is not None:
+            from crossmodal.search.video import frame_at
+
+            picture = frame_at(path, t).image
+        else:
+            picture = load_image(path, draft_size=side)
+        picture.thumbnail((side, side))
+        buffer = io.BytesIO()
+        picture.convert("RGB").save(buffer, format="JPEG", quality=85)
+        return buffer.getvalue()
+
     def resolve(self, token: str) -> str | None:
         """The path behind an id, if it is valid and still inside its indexed root."""
         found: dict[int, tuple[str, str]] = {}
@@ -198,18 +216,10 @@ def create_app(settings: ServiceSettings) -> Any:
         if path is None:
             raise error(404, "no such id")
         try:
-            if t is not None:
-                from crossmodal.search.video import frame_at
-
-                picture = frame_at(path, t).image
-            else:
-                picture = load_image(path, draft_size=settings.thumbnail_size)
+            jpeg = service.thumbnail(path, t)
         except CrossmodalError as exc:
             raise error(404, f"the file no longer decodes: {exc}") from None
-        picture.thumbnail((settings.thumbnail_size, settings.thumbnail_size))
-        buffer = io.BytesIO()
-        picture.convert("RGB").save(buffer, format="JPEG", quality=85)
-        return Response(buffer.getvalue(), media_type="image/jpeg")
+        return Response(jpeg, media_type="image/jpeg")
 
     @api.get("/file/{token}")
     def original(token: str) -> Any:
@@ -220,6 +230,9 @@ def create_app(settings: ServiceSettings) -> Any:
         return FileResponse(path, filename=os.path.basename(path))
 
     app.include_router(api)
+    from crossmodal.service.clip_compat import clip_retrieval_router
+
+    app.include_router(clip_retrieval_router(service, authorize, _open_upload))
     app.state.service = service
     return app
 

@@ -1,0 +1,184 @@
+"""clip-retrieval's backend contract, so its ``ClipClient`` works against crossmodal unchanged.
+
+- ``POST /knn-service``: ``{"text" | "image" (base64) | "embedding_input", "modality",
+  "num_images", "indice_name", "deduplicate", ...}`` → a list of ``{"id", "similarity",
+  "caption", "url", "image"}`` (``image``: a base64 JPEG thumbnail, as clip-retrieval returns
+  for local images; ``url``: the original, by opaque id).
+- ``POST /metadata``: ``{"ids", "indice_name"}`` → ``[{"id", "metadata": {...}}]``.
+- ``GET /indices-list``: ``[name]``.
+
+Differences, on purpose: ids are crossmodal's opaque strings, not row numbers (an integer id
+would let anyone enumerate the collection); ``modality: "text"`` (searching caption
+embeddings) is refused, as crossmodal indexes pictures; ``image_url`` fetching is off (a
+server that fetches URLs for its callers is an SSRF risk); the safety, violence, aesthetic and
+mclip options are accepted and ignored. A token, when the server has one, is required here too.
+
+No ``from __future__ import annotations``: FastAPI reads the routes' annotations at run time.
+"""
+
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from crossmodal.errors import CrossmodalError
+
+if TYPE_CHECKING:
+    from crossmodal.service.app import _Service
+
+__all__ = ["clip_retrieval_router"]
+
+
+def clip_retrieval_router(
+    service: "_Service", authorize: Callable[..., None], open_upload: Callable[..., Any]
+) -> Any:
+    """The router with clip-retrieval's three routes over ``service``."""
+    import fastapi
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+    settings = service.settings
+    error = fastapi.HTTPException
+    router = fastapi.APIRouter(dependencies=[fastapi.Depends(authorize)], tags=["clip-retrieval"])
+
+    class KnnRequest(BaseModel):  # type: ignore[misc]
+        model_config = ConfigDict(extra="ignore")
+        text: str | None = Field(default=None, max_length=1000)
+        image: str | None = None
+        image_url: str | None = None
+        embedding_input: list[float] | None = None
+        modality: str = "image"
+        num_images: int = Field(default=40, ge=1, le=settings.max_k)
+        indice_name: str = settings.name
+        deduplicate: bool = False
+
+    class MetadataRequest(BaseModel):  # type: ignore[misc]
+        model_config = ConfigDict(extra="ignore")
+        ids: list[str] = Field(max_length=settings.max_k)
+        indice_name: str = settings.name
+
+    def check_index(name: str) -> None:
+        if name != settings.name:
+            raise error(404, f"no index {name!r}; this server has {settings.name!r}")
+
+    def query_vector(body: KnnRequest) -> Any:
+        index = service.index
+        if body.text:
+            return index.query_vector(_text_query(body.text))
+        if body.image:
+            try:
+                data = base64.b64decode(body.image, validate=True)
+            except (binascii.Error, ValueError):
+                raise error(400, "image is not valid base64") from None
+            picture = open_upload(data, settings.max_image_pixels, error)
+            encoder = index.encoder
+            return encoder.encode_pixels(encoder.preprocess(picture)[None])[0]
+        if body.image_url:
+            raise error(400, "image_url fetching is off on this server; send the image as base64")
+        if body.embedding_input is not None:
+            vector = np.asarray(body.embedding_input, dtype=np.float32)
+            norm = float(np.linalg.norm(vector))
+            if vector.shape != (index.encoder.dim,) or not np.isfinite(norm) or norm == 0:
+                raise error(400, f"embedding_input must be {index.encoder.dim} finite numbers")
+            return vector / norm
+        raise error(400, "give text, image or embedding_input")
+
+    async def json_body(request: Request) -> Any:
+        # clip-retrieval's client posts JSON without a content type, which FastAPI's own
+        # body parsing refuses: read and validate it here.
+        try:
+            return json.loads(await request.body())
+        except ValueError:
+            raise error(400, "the request body is not JSON") from None
+
+    body_json = fastapi.Depends(json_body)
+
+    def parse(model: Any, payload: Any) -> Any:
+        try:
+            return model.model_validate(payload)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+
+    @router.post("/knn-service")
+    def knn(request: Request, payload: Any = body_json) -> list[dict[str, Any]]:
+        body = parse(KnnRequest, payload)
+        check_index(body.indice_name)
+        if body.modality != "image":
+            raise error(400, "crossmodal indexes pictures: use modality 'image'")
+        with service.lock:
+            vector = query_vector(body)
+            k = body.num_images * (2 if body.deduplicate else 1)
+            hits = service.hits_json(service.index.search(vector=vector, k=min(k, settings.max_k)))
+            if body.deduplicate:
+                hits = _distinct(hits)
+            hits = hits[: body.num_images]
+            return [_item(service, hit, str(request.base_url)) for hit in hits]
+
+    @router.post("/metadata")
+    def metadata(request: Request, payload: Any = body_json) -> list[dict[str, Any]]:
+        body = parse(MetadataRequest, payload)
+        check_index(body.indice_name)
+        out = []
+        with service.lock:
+            for token in body.ids:
+                path = service.resolve(token)
+                if path is None:
+                    continue
+                caption = service.index.store.caption_of(path)
+                meta = _metadata(service, token, path, caption, str(request.base_url))
+                out.append({"id": token, "metadata": meta})
+        return out
+
+    @router.get("/indices-list")
+    def indices() -> list[str]:
+        return [settings.name]
+
+    return router
+
+
+def _text_query(text: str) -> Any:
+    from crossmodal.search.query import Query
+
+    return Query.of(text, None)
+
+
+def _distinct(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Hits with an equal score to the one before (the same content, indexed twice) dropped."""
+    out: list[dict[str, Any]] = []
+    for hit in hits:
+        if out and hit["score"] == out[-1]["score"] and hit["time"] == out[-1]["time"]:
+            continue
+        out.append(hit)
+    return out
+
+
+def _item(service: "_Service", hit: dict[str, Any], base: str) -> dict[str, Any]:
+    path = service.resolve(hit["id"])
+    item = {"id": hit["id"], "similarity": hit["score"]}
+    if path is not None:
+        item.update(_metadata(service, hit["id"], path, hit["caption"], base, hit["time"]))
+    return item
+
+
+def _metadata(
+    service: "_Service",
+    token: str,
+    path: str,
+    caption: str | None,
+    base: str,
+    time: float | None = None,
+) -> dict[str, Any]:
+    import os
+
+    meta: dict[str, Any] = {
+        "caption": caption or os.path.basename(path),
+        "url": f"{base.rstrip('/')}/api/file/{token}",
+    }
+    with contextlib.suppress(CrossmodalError):  # a file that no longer decodes: no picture
+        meta["image"] = base64.b64encode(service.thumbnail(path, time)).decode("ascii")
+    return meta
