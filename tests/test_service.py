@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import threading
 import time
@@ -187,6 +188,20 @@ def test_symlink_out_of_the_root_is_not_served(server: Server) -> None:
         pytest.skip("the walker did not index the symlink")
     response = httpx.get(f"{server.url}{link[0]['file']}", headers=AUTH)
     assert response.status_code == 404 and response.content != server.secret.read_bytes()
+
+
+def test_prometheus_metrics(server: Server) -> None:
+    hit = _search(server, text="green circle", k=1)[0]
+    assert httpx.get(f"{server.url}{hit['thumbnail']}", headers=AUTH).status_code == 200
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    response = httpx.get(f"{server.url}/metrics", headers=AUTH)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'crossmodal_requests_total{method="POST",route="/api/search",status="200"}' in text
+    assert 'crossmodal_request_seconds_bucket{le="0.5",method="POST",route="/api/search"}' in text
+    assert "crossmodal_index_files 5.0" in text  # 4 shapes and the symlink
+    assert 'route="/api/thumb/{token}"' in text  # by template: ids never become labels
+    assert not re.search(r'route="/api/(thumb|file)/\d', text)
 
 
 def test_settings_are_safe_by_default(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Routes (all under ``/api``; OpenAPI schema at ``/openapi.json``):
 - ``POST /api/search``: JSON ``{"text", "image_id", "k", "folder", "kind"}``; text, an
   indexed picture, or both (their vectors summed, as the CLI's ``a + b`` does).
 - ``POST /api/search/upload``: multipart ``file`` (a picture), optional ``text`` and ``k``.
+- ``GET /metrics``: Prometheus text (requests, latency histogram, index size).
 - ``GET /api/thumb/{id}`` (``?t=`` seconds for a video frame) and ``GET /api/file/{id}``:
   a hit's thumbnail and original, by the opaque id of :mod:`crossmodal.service.ids` only.
   The file must still resolve (symlinks followed) inside the indexed root it was found under.
@@ -37,6 +38,7 @@ from crossmodal.errors import BackendUnavailableError, CrossmodalError
 from crossmodal.search.index import Index
 from crossmodal.search.results import Hit, SearchFilter
 from crossmodal.service.ids import FileIds, new_secret
+from crossmodal.service.metrics import Metrics
 from crossmodal.service.settings import ServiceSettings
 
 __all__ = ["create_app"]
@@ -63,6 +65,11 @@ class _Service:
                 with self.index.store.transaction():
                     self.index.store.set_meta(_SECRET_KEY, secret)
         self.ids = FileIds(secret)
+        self.metrics = Metrics(self.file_count)
+
+    def file_count(self) -> int:
+        with self.lock:
+            return len(self.index)
 
     def hits_json(self, hits: list[Hit]) -> list[dict[str, Any]]:
         ids = self.index.store.file_ids([h.path for h in hits])
@@ -141,6 +148,7 @@ def create_app(settings: ServiceSettings) -> Any:
 
     service = _Service(settings)
     app = fastapi.FastAPI(title="crossmodal", version="1", docs_url=None, redoc_url=None)
+    app.middleware("http")(service.metrics.middleware)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     error = fastapi.HTTPException
 
@@ -228,6 +236,11 @@ def create_app(settings: ServiceSettings) -> Any:
         if path is None:
             raise error(404, "no such id")
         return FileResponse(path, filename=os.path.basename(path))
+
+    @app.get("/metrics", dependencies=[fastapi.Depends(authorize)])
+    def metrics() -> Response:
+        body, content_type = service.metrics.render()
+        return Response(body, media_type=content_type)
 
     app.include_router(api)
     from crossmodal.service.clip_compat import clip_retrieval_router
