@@ -3,7 +3,9 @@
     app = create_app(ServiceSettings(db=Path("~/.local/share/crossmodal/index")))
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
-Routes (all under ``/api``; OpenAPI schema at ``/openapi.json``):
+Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
+
+- ``GET /``: the search page (``static/``: plain HTML, CSS and JS, no CDN, a strict CSP).
 
 - ``GET /api/health``: status, files, model.
 - ``POST /api/search``: JSON ``{"text", "image_id", "k", "folder", "kind"}``; text, an
@@ -28,7 +30,7 @@ import io
 import os
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -40,6 +42,9 @@ from crossmodal.search.results import Hit, SearchFilter
 from crossmodal.service.ids import FileIds, new_secret
 from crossmodal.service.metrics import Metrics
 from crossmodal.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from starlette.responses import Response as StarletteResponse
 
 __all__ = ["create_app"]
 
@@ -237,6 +242,14 @@ def create_app(settings: ServiceSettings) -> Any:
             raise error(404, "no such id")
         return FileResponse(path, filename=os.path.basename(path))
 
+    @app.get("/", include_in_schema=False)
+    def page() -> Response:
+        return _static("index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        return _static(name)
+
     @app.get("/metrics", dependencies=[fastapi.Depends(authorize)])
     def metrics() -> Response:
         body, content_type = service.metrics.render()
@@ -248,6 +261,32 @@ def create_app(settings: ServiceSettings) -> Any:
     app.include_router(clip_retrieval_router(service, authorize, _open_upload))
     app.state.service = service
     return app
+
+
+_STATIC: dict[str, str] = {  # the page's files: served by name from this list only
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _static(name: str) -> "StarletteResponse":
+    """One of the page's packaged files (404 for any other name: no listing, no paths)."""
+    from fastapi import HTTPException
+    from fastapi.responses import Response
+
+    media = _STATIC.get(name)
+    if media is None:
+        raise HTTPException(404, "not found")
+    from importlib.resources import files
+
+    body = files("crossmodal.service").joinpath("static", name).read_bytes()
+    headers = {"Content-Security-Policy": _PAGE_CSP, "X-Content-Type-Options": "nosniff"}
+    return Response(body, media_type=media, headers=headers)
 
 
 def _text_query(text: str) -> Any:

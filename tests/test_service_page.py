@@ -1,0 +1,161 @@
+"""The search page of ``crossmodal serve`` in a real browser: Playwright driving Debian's Chromium.
+
+Type a query and see results, click "More like this", drop a picture, give the token when the
+server asks for one. A screenshot is saved as a test artifact (``out/test-artifacts/``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crossmodal.search.index import Index
+from tests.browser import CHROMIUM
+from tests.planted import shape_image
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+
+from crossmodal.service.app import create_app  # noqa: E402
+from crossmodal.service.settings import ServiceSettings  # noqa: E402
+from tests.test_service import _free_port  # noqa: E402
+
+TOKEN = "page-test-token-0123456789"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "out" / "test-artifacts"
+
+
+def _start(db: Path, token: str | None) -> tuple[Any, threading.Thread, str]:
+    port = _free_port()
+    app = create_app(ServiceSettings(db=db, port=port, token=token))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("page")
+    gallery = root / "gallery"
+    gallery.mkdir()
+    for colour in ("red", "blue", "green", "yellow", "purple"):
+        for shape in ("circle", "square"):
+            shape_image(colour, shape).save(gallery / f"{colour}_{shape}.png")
+    with Index.open(root / "db") as index:
+        index.add([gallery])
+    return root / "db"
+
+
+@pytest.fixture()
+def page() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed: apt-get install chromium")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.errors = errors
+        yield tab
+        browser.close()
+
+
+def _names(page: Any) -> list[str]:
+    return [
+        str(n)
+        for n in page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.name)")
+    ]
+
+
+def test_type_search_more_like_this_and_drop(db: Path, page: Any) -> None:
+    server, thread, url = _start(db, None)
+    try:
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(url)
+        page.locator("#q").fill("blue square")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#results .card")
+        assert _names(page)[0] == "blue_square.png"
+        assert not page.locator("#auth").is_visible()  # no token asked for where none is needed
+        page.wait_for_function(
+            "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve-page.png"))
+        # "More like this" on the green circle: it comes first
+        card = page.locator("#results .card", has_text="green_circle.png")
+        card.locator("button.more").click()
+        page.wait_for_function(
+            "() => document.querySelector('#results .card')?.dataset.name === 'green_circle.png'"
+        )
+        assert "“green_circle.png”" in page.locator("#status").inner_text()
+        # drop a picture onto the page
+        png = io.BytesIO()
+        shape_image("yellow", "square", 90).save(png, format="PNG")
+        data = base64.b64encode(png.getvalue()).decode()
+        page.evaluate(
+            """(data) => {
+                const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+                const file = new File([bytes], "query.png", {type: "image/png"});
+                const transfer = new DataTransfer();
+                transfer.items.add(file);
+                const drop = new DragEvent("drop", {dataTransfer: transfer, bubbles: true});
+                document.dispatchEvent(drop);
+            }""",
+            data,
+        )
+        page.wait_for_function(
+            "() => document.querySelector('#status').textContent.includes('your picture')"
+        )
+        assert _names(page)[0] == "yellow_square.png"
+        # keyboard: "/" focuses the box
+        page.locator("#results .card button.more").first.focus()
+        page.keyboard.press("/")
+        assert page.evaluate("document.activeElement.id") == "q"
+        assert page.errors == []
+        assert all(r.startswith(url) or r.startswith("blob:") for r in requests)  # no CDN
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_the_page_asks_for_the_token(db: Path, page: Any) -> None:
+    server, thread, url = _start(db, TOKEN)
+    try:
+        page.goto(url)  # the page itself is public; the API is not
+        page.locator("#q").fill("red circle")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#auth", state="visible")
+        assert "token" in page.locator("#status").inner_text()
+        page.locator("#token").fill(TOKEN)
+        page.keyboard.press("Enter")  # the query runs again with the token
+        page.wait_for_selector("#results .card")
+        assert _names(page)[0] == "red_circle.png"
+        page.wait_for_function(
+            "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+        )
+        page.errors.clear()  # the 401s of the first try are expected
+        header = page.request.get(url).headers["content-security-policy"]
+        assert "script-src 'self'" in header and "default-src 'none'" in header
+        assert page.request.get(f"{url}/static/../app.py").status == 404
+        assert page.request.get(f"{url}/static/%2E%2E%2Fapp.py").status == 404
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
