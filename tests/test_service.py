@@ -204,6 +204,64 @@ def test_prometheus_metrics(server: Server) -> None:
     assert not re.search(r'route="/api/(thumb|file)/\d', text)
 
 
+def test_index_management_jobs(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    shape_image("red", "circle").save(root / "a" / "red.png")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shape_image("blue", "square").save(outside / "blue.png")
+    os.symlink(outside, root / "escape")
+    with Index.open(tmp_path / "db") as index:
+        index.add([root / "a"])
+    port = _free_port()
+    settings = ServiceSettings(db=tmp_path / "db", port=port, roots=(str(root),))
+    uv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}/api/index"
+    try:
+        assert httpx.get(f"{url}/stats").json()["files"] == 1
+        shape_image("green", "square").save(root / "a" / "green.png")
+        (root / "b").mkdir()
+        shape_image("yellow", "circle").save(root / "b" / "yellow.png")
+        response = httpx.post(url, json={"paths": [str(root / "a"), str(root / "b")]})
+        assert response.status_code == 202
+        job = response.json()["job"]
+        deadline = time.monotonic() + 60
+        while (state := httpx.get(f"{url}/jobs/{job}").json())["state"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert state["state"] == "done" and state["report"]["embedded"] == 2, state
+        assert httpx.get(f"{url}/stats").json()["files"] == 3
+        hits = httpx.post(
+            f"http://127.0.0.1:{port}/api/search", json={"text": "yellow circle", "k": 1}
+        )
+        assert hits.json()["hits"][0]["name"] == "yellow.png"  # searches see the new files
+        for paths, status in [
+            ([str(outside)], 403),
+            ([str(root / "escape")], 403),  # a symlink out of the root
+            ([str(root / ".." / "elsewhere")], 403),
+            (["/etc"], 403),
+            ([str(root / "nope")], 404),
+            ([], 422),
+        ]:
+            assert httpx.post(url, json={"paths": paths}).status_code == status, paths
+        assert httpx.get(f"{url}/jobs/99").status_code == 404
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_management_is_off_without_roots(server: Server) -> None:
+    response = httpx.post(f"{server.url}/api/index", json={"paths": ["/tmp"]}, headers=AUTH)
+    assert response.status_code == 403 and "--root" in response.json()["error"]
+
+
 def test_settings_are_safe_by_default(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="token"):
         ServiceSettings(db=tmp_path, host="0.0.0.0")

@@ -28,6 +28,12 @@ def add_parser(sub: Any) -> None:
         help="bearer token every /api call must carry (default $CROSSMODAL_TOKEN)",
     )
     p.add_argument("--max-k", type=int, default=200, help="the most hits per search (200)")
+    p.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        help="a folder POST /api/index may index (repeatable; none: management off)",
+    )
     p.set_defaults(run=run)
 
 
@@ -43,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         token=args.token or None,
         max_k=args.max_k,
+        roots=tuple(args.root),
     )
     serve(settings)
     return 0

@@ -11,6 +11,8 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
 - ``POST /api/search``: JSON ``{"text", "image_id", "k", "folder", "kind"}``; text, an
   indexed picture, or both (their vectors summed, as the CLI's ``a + b`` does).
 - ``POST /api/search/upload``: multipart ``file`` (a picture), optional ``text`` and ``k``.
+- ``POST /api/index``, ``GET /api/index/jobs/{n}``, ``GET /api/index/stats``: index paths
+  under the configured roots as background jobs (:mod:`crossmodal.service.manage`).
 - ``GET /metrics``: Prometheus text (requests, latency histogram, index size).
 - ``GET /api/thumb/{id}`` (``?t=`` seconds for a video frame) and ``GET /api/file/{id}``:
   a hit's thumbnail and original, by the opaque id of :mod:`crossmodal.service.ids` only.
@@ -259,6 +261,9 @@ def create_app(settings: ServiceSettings) -> Any:
     from crossmodal.service.clip_compat import clip_retrieval_router
 
     app.include_router(clip_retrieval_router(service, authorize, _open_upload))
+    from crossmodal.service.manage import management_router
+
+    app.include_router(management_router(service, authorize))
     app.state.service = service
     return app
 

@@ -34,6 +34,7 @@ class ServiceSettings:
     max_image_pixels: int = 40_000_000  # uploaded pictures declaring more get 400 (bombs)
     thumbnail_size: int = 256  # longest side of a thumbnail
     name: str = "crossmodal"  # the index's name in clip-retrieval's /indices-list
+    roots: tuple[str, ...] = ()  # folders POST /api/index may index; () turns management off
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.token:
