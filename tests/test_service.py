@@ -262,6 +262,26 @@ def test_management_is_off_without_roots(server: Server) -> None:
     assert response.status_code == 403 and "--root" in response.json()["error"]
 
 
+def test_cors_only_for_named_origins(tmp_path: Path, server: Server) -> None:
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    response = httpx.options(f"{server.url}/api/search", headers=preflight)
+    assert "access-control-allow-origin" not in response.headers  # no CORS by default
+    from fastapi.testclient import TestClient
+
+    db = tmp_path / "db"
+    with Index.open(db):
+        pass
+    settings = ServiceSettings(db=db, cors_origins=("https://photos.example",))
+    client = TestClient(create_app(settings))
+    allowed = {"Origin": "https://photos.example", "Access-Control-Request-Method": "POST"}
+    ok = client.options("/api/search", headers=allowed)
+    assert ok.headers["access-control-allow-origin"] == "https://photos.example"
+    other = client.options("/api/search", headers=preflight)
+    assert "access-control-allow-origin" not in other.headers
+    with pytest.raises(ConfigError, match="any site"):
+        ServiceSettings(db=db, cors_origins=("*",), token=TOKEN)
+
+
 def test_settings_are_safe_by_default(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="token"):
         ServiceSettings(db=tmp_path, host="0.0.0.0")

@@ -34,6 +34,12 @@ def add_parser(sub: Any) -> None:
         default=[],
         help="a folder POST /api/index may index (repeatable; none: management off)",
     )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="an origin allowed to call the API from a browser (repeatable; none: no CORS)",
+    )
     p.set_defaults(run=run)
 
 
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         token=args.token or None,
         max_k=args.max_k,
         roots=tuple(args.root),
+        cors_origins=tuple(args.cors_origin),
     )
     serve(settings)
     return 0

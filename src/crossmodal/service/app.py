@@ -20,7 +20,8 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
 
 Safe by default: a bearer token when one is set (required off loopback, see
 :class:`ServiceSettings`), request bodies capped, ``k`` capped, uploads with too many pixels
-refused before decoding, no paths in responses (a hit has a name and an id), no CORS, and
+refused before decoding, no paths in responses (a hit has a name and an id), no CORS unless
+origins are named, and
 errors as ``{"error": ...}`` with the right status code.
 
 No ``from __future__ import annotations`` here: FastAPI reads the route functions' annotations
@@ -156,6 +157,15 @@ def create_app(settings: ServiceSettings) -> Any:
     service = _Service(settings)
     app = fastapi.FastAPI(title="crossmodal", version="1", docs_url=None, redoc_url=None)
     app.middleware("http")(service.metrics.middleware)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     error = fastapi.HTTPException
 

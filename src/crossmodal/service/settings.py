@@ -35,6 +35,7 @@ class ServiceSettings:
     thumbnail_size: int = 256  # longest side of a thumbnail
     name: str = "crossmodal"  # the index's name in clip-retrieval's /indices-list
     roots: tuple[str, ...] = ()  # folders POST /api/index may index; () turns management off
+    cors_origins: tuple[str, ...] = ()  # origins allowed cross-origin calls; () : no CORS at all
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.token:
@@ -44,5 +45,9 @@ class ServiceSettings:
             )
         if self.token is not None and len(self.token) < 16:
             raise ConfigError("the token must have at least 16 characters")
+        if "*" in self.cors_origins and self.token:
+            raise ConfigError(
+                "CORS origin '*' with a token would let any site use it; name the origins"
+            )
         if self.max_k < 1 or self.max_body_bytes < 1 or self.max_image_pixels < 1:
             raise ConfigError("max_k, max_body_bytes and max_image_pixels must be positive")
