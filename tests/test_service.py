@@ -111,6 +111,18 @@ def test_text_search_and_files_by_opaque_id(server: Server) -> None:
     assert httpx.get(f"{server.url}{hits[0]['file']}").status_code == 401
 
 
+def test_heat_map_of_a_text_over_a_hit(server: Server) -> None:
+    hit = _search(server, text="red circle", k=1)[0]
+    url = f"{server.url}/api/explain/{hit['id']}"
+    response = httpx.get(url, params={"text": "red circle"}, headers=AUTH)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    heat = Image.open(io.BytesIO(response.content))
+    assert heat.size == (256, 256)
+    assert httpx.get(url, headers=AUTH).status_code == 422  # no text
+    forged = f"{server.url}/api/explain/1.0000000000000000"
+    assert httpx.get(forged, params={"text": "x"}, headers=AUTH).status_code == 404
+
+
 def test_image_id_and_combined_search(server: Server) -> None:
     blue = next(
         h for h in _search(server, text="blue square", k=5) if h["name"] == "blue_square.png"

@@ -97,6 +97,13 @@ def test_type_search_more_like_this_and_drop(db: Path, page: Any) -> None:
         page.wait_for_function(
             "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
         )
+        # "Where?" swaps the first picture for its heat map of the query
+        first = page.locator("#results .card").first
+        before = first.locator("img").get_attribute("src")
+        first.locator("button.where").click()
+        page.wait_for_selector("#results .card.explained")
+        assert first.locator("img").get_attribute("src") != before
+        assert first.locator("img").evaluate("i => i.complete && i.naturalWidth > 0")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "serve-page.png"))
         # "More like this" on the green circle: it comes first

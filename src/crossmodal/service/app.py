@@ -14,6 +14,8 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
 - ``POST /api/index``, ``GET /api/index/jobs/{n}``, ``GET /api/index/stats``: index paths
   under the configured roots as background jobs (:mod:`crossmodal.service.manage`).
 - ``GET /metrics``: Prometheus text (requests, latency histogram, index size).
+- ``GET /api/explain/{id}?text=``: a heat map of where the text falls in the picture
+  (attention over its patch tokens; native models).
 - ``GET /api/thumb/{id}`` (``?t=`` seconds for a video frame) and ``GET /api/file/{id}``:
   a hit's thumbnail and original, by the opaque id of :mod:`crossmodal.service.ids` only.
   The file must still resolve (symlinks followed) inside the indexed root it was found under.
@@ -117,6 +119,38 @@ class _Service:
         picture.thumbnail((side, side))
         buffer = io.BytesIO()
         picture.convert("RGB").save(buffer, format="JPEG", quality=85)
+        return buffer.getvalue()
+
+    def heatmap(self, path: str, text: str, t: float | None = None) -> bytes:
+        """JPEG of where ``text`` falls in the picture: attention over its patches.
+
+        Raises:
+            ConfigError: The index's model is not a native one (no patch tokens).
+            CrossmodalError: The file no longer decodes.
+        """
+        import torch
+
+        from crossmodal.encoders.native import NativeEncoder
+        from crossmodal.errors import ConfigError
+        from crossmodal.heads.heatmap import render_heatmap, vector_heatmap
+
+        encoder = self.index.encoder
+        if not isinstance(encoder, NativeEncoder):
+            raise ConfigError(
+                f"heat maps need a native model's patch tokens; not {self.index.model}"
+            )
+        query = torch.from_numpy(self.index.query_vector(_text_query(text)))
+        picture: Any = path
+        if t is not None:
+            from crossmodal.search.video import frame_at
+
+            picture = frame_at(path, t).image
+        model = encoder.model.float()
+        image = render_heatmap(
+            vector_heatmap(model, picture, query), size=self.settings.thumbnail_size
+        )
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=85)
         return buffer.getvalue()
 
     def resolve(self, token: str) -> str | None:
@@ -244,6 +278,22 @@ def create_app(settings: ServiceSettings) -> Any:
             jpeg = service.thumbnail(path, t)
         except CrossmodalError as exc:
             raise error(404, f"the file no longer decodes: {exc}") from None
+        return Response(jpeg, media_type="image/jpeg")
+
+    @api.get("/explain/{token}")
+    def explain(
+        token: str,
+        text: str = fastapi.Query(min_length=1, max_length=1000),
+        t: float | None = None,
+    ) -> Response:
+        with service.lock:
+            path = service.resolve(token)
+            if path is None:
+                raise error(404, "no such id")
+            try:
+                jpeg = service.heatmap(path, text, t)
+            except CrossmodalError as exc:
+                raise error(400, str(exc)) from None
         return Response(jpeg, media_type="image/jpeg")
 
     @api.get("/file/{token}")

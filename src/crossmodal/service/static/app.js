@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("crossmodal-token") || "";
 let lastQuery = null;
+let lastText = "";  // the text of the last search, for "Where?" heat maps
 
 function headers(extra) {
   const h = Object.assign({}, extra || {});
@@ -61,6 +62,21 @@ function render(hits, label) {
     more.textContent = "More like this";
     more.addEventListener("click", () => search({image_id: hit.id}, "“" + hit.name + "”"));
     card.append(img, link, score, more);
+    if (lastText) {
+      const where = document.createElement("button");
+      where.type = "button";
+      where.className = "where";
+      where.textContent = "Where?";
+      where.title = "Show where “" + lastText + "” falls in the picture";
+      const query = lastText;
+      where.addEventListener("click", () => {
+        const t = hit.time !== null ? "&t=" + hit.time : "";
+        thumbnail(img, `/api/explain/${hit.id}?text=${encodeURIComponent(query)}${t}`)
+          .then(() => { img.alt = hit.name + " with a heat map of “" + query + "”"; card.classList.add("explained"); })
+          .catch((e) => status(e.message));
+      });
+      card.append(where);
+    }
     main.append(card);
     if (i === 0) card.setAttribute("aria-current", "true");
   });
@@ -68,6 +84,7 @@ function render(hits, label) {
 
 async function search(body, label) {
   lastQuery = () => search(body, label);
+  lastText = body.text || "";
   status("searching…");
   try {
     const response = await call("/api/search", {
@@ -81,6 +98,7 @@ async function search(body, label) {
 async function searchPicture(file) {
   const text = $("q").value.trim();
   lastQuery = () => searchPicture(file);
+  lastText = text;
   status("searching…");
   const form = new FormData();
   form.append("file", file);
