@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
 import statistics
 import tempfile
 import threading
@@ -25,11 +24,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
 from PIL import Image, ImageDraw
 
 from crossmodal.search.index import Index, IndexConfig
-from crossmodal.service.app import create_app
+from crossmodal.service.app import running
 from crossmodal.service.settings import ServiceSettings
 
 QUERIES = ["red circle", "blue square", "green heart", "a yellow star", "红色的圆", "purple", "sun"]
@@ -48,12 +46,6 @@ def draw(folder: Path, n: int, seed: int) -> None:
             colour = tuple(int(c) for c in rng.integers(0, 256, 3))
             (pen.ellipse if rng.random() < 0.5 else pen.rectangle)(xy, fill=colour)
         image.save(folder / f"{i:05d}.png")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def client_loop(url: str, until: float, latencies: list[float], errors: list[str]) -> None:
@@ -89,17 +81,8 @@ def main() -> None:
     draw(root / "photos" / "new", args.new_images, seed=1)
     with Index.open(root / "db", IndexConfig(model=args.model)) as index:
         index.add([root / "photos" / "old"])
-    port = free_port()
-    settings = ServiceSettings(db=root / "db", port=port, roots=(str(root / "photos"),))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    settings = ServiceSettings(db=root / "db", port=0, roots=(str(root / "photos"),))
+    with running(settings) as url:
         # baseline: one client, idle server
         base: list[float] = []
         base_errors: list[str] = []
@@ -140,9 +123,6 @@ def main() -> None:
             "index_job": state["state"],
             "indexed_during_test": (state.get("report") or {}).get("embedded"),
         }
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
-from crossmodal.service.app import create_app  # noqa: E402
+from crossmodal.service.app import create_app, running  # noqa: E402
 from crossmodal.service.settings import ServiceSettings  # noqa: E402
 
 TOKEN = "a-test-token-of-some-length"
@@ -36,12 +34,6 @@ class Server:
     url: str
     gallery: Path
     secret: Path  # a file outside the indexed root, linked from inside it
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -64,21 +56,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db = root / "db"
     with Index.open(db) as index:
         index.add([gallery])
-    port = _free_port()
-    app = create_app(ServiceSettings(db=db, port=port, token=TOKEN, max_body_bytes=2**20))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield Server(f"http://127.0.0.1:{port}", gallery, secret)
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
+    with running(ServiceSettings(db=db, port=0, token=TOKEN, max_body_bytes=2**20)) as url:
+        yield Server(url, gallery, secret)
 
 
 def _search(server: Server, **body: object) -> list[dict[str, object]]:
@@ -226,17 +205,9 @@ def test_index_management_jobs(tmp_path: Path) -> None:
     os.symlink(outside, root / "escape")
     with Index.open(tmp_path / "db") as index:
         index.add([root / "a"])
-    port = _free_port()
-    settings = ServiceSettings(db=tmp_path / "db", port=port, roots=(str(root),))
-    uv = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    while not uv.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}/api/index"
-    try:
+    settings = ServiceSettings(db=tmp_path / "db", port=0, roots=(str(root),))
+    with running(settings) as base:
+        url = f"{base}/api/index"
         assert httpx.get(f"{url}/stats").json()["files"] == 1
         shape_image("green", "square").save(root / "a" / "green.png")
         (root / "b").mkdir()
@@ -250,9 +221,7 @@ def test_index_management_jobs(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert state["state"] == "done" and state["report"]["embedded"] == 2, state
         assert httpx.get(f"{url}/stats").json()["files"] == 3
-        hits = httpx.post(
-            f"http://127.0.0.1:{port}/api/search", json={"text": "yellow circle", "k": 1}
-        )
+        hits = httpx.post(f"{base}/api/search", json={"text": "yellow circle", "k": 1})
         assert hits.json()["hits"][0]["name"] == "yellow.png"  # searches see the new files
         for paths, status in [
             ([str(outside)], 403),
@@ -264,9 +233,6 @@ def test_index_management_jobs(tmp_path: Path) -> None:
         ]:
             assert httpx.post(url, json={"paths": paths}).status_code == status, paths
         assert httpx.get(f"{url}/jobs/99").status_code == 404
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_management_is_off_without_roots(server: Server) -> None:
@@ -335,20 +301,8 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     shape_image("red", "circle").save(gallery / "red_circle_again.png")  # the same content
     with Index.open(root / "db") as index:
         index.add([gallery])
-    port = _free_port()
-    app = create_app(ServiceSettings(db=root / "db", port=port, name="shapes"))
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
+    with running(ServiceSettings(db=root / "db", port=0, name="shapes")) as url:
+        yield url
 
 
 def test_clip_retrieval_client_by_text_image_and_embedding(

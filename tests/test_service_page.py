@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,25 +22,11 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
-from crossmodal.service.app import create_app  # noqa: E402
+from crossmodal.service.app import running  # noqa: E402
 from crossmodal.service.settings import ServiceSettings  # noqa: E402
-from tests.test_service import _free_port  # noqa: E402
 
 TOKEN = "page-test-token-0123456789"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "out" / "test-artifacts"
-
-
-def _start(db: Path, token: str | None) -> tuple[Any, threading.Thread, str]:
-    port = _free_port()
-    app = create_app(ServiceSettings(db=db, port=port, token=token))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +68,7 @@ def _names(page: Any) -> list[str]:
 
 
 def test_type_search_more_like_this_and_drop(db: Path, page: Any) -> None:
-    server, thread, url = _start(db, None)
-    try:
+    with running(ServiceSettings(db=db, port=0)) as url:
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
         page.goto(url)
@@ -138,14 +121,10 @@ def test_type_search_more_like_this_and_drop(db: Path, page: Any) -> None:
         assert page.evaluate("document.activeElement.id") == "q"
         assert page.errors == []
         assert all(r.startswith(url) or r.startswith("blob:") for r in requests)  # no CDN
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_the_page_asks_for_the_token(db: Path, page: Any) -> None:
-    server, thread, url = _start(db, TOKEN)
-    try:
+    with running(ServiceSettings(db=db, port=0, token=TOKEN)) as url:
         page.goto(url)  # the page itself is public; the API is not
         page.locator("#q").fill("red circle")
         page.keyboard.press("Enter")
@@ -163,6 +142,3 @@ def test_the_page_asks_for_the_token(db: Path, page: Any) -> None:
         assert "script-src 'self'" in header and "default-src 'none'" in header
         assert page.request.get(f"{url}/static/../app.py").status == 404
         assert page.request.get(f"{url}/static/%2E%2E%2Fapp.py").status == 404
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -271,11 +271,8 @@ def _rerank(index: Any, query: Any, hits: list[Any], n: int, weights: Path | Non
 
 def _explainer(index: Any, query: Any) -> Any:
     """Hit → heat map of the query vector over the hit's patches, or None (not native)."""
-    import torch
-
     from crossmodal.encoders.native import NativeEncoder
-    from crossmodal.heads.heatmap import render_heatmap, vector_heatmap
-    from crossmodal.search.video import frame_at
+    from crossmodal.heads.heatmap import query_heatmap
 
     encoder = index.encoder
     if not isinstance(encoder, NativeEncoder):
@@ -285,12 +282,9 @@ def _explainer(index: Any, query: Any) -> Any:
             file=sys.stderr,
         )
         return None
-    model = encoder.model.float()
-    vector = torch.from_numpy(query)
 
     def explain(hit: Any) -> Any:
-        picture = frame_at(hit.path, hit.time).image if hit.time is not None else hit.path
-        return render_heatmap(vector_heatmap(model, picture, vector), size=160)
+        return query_heatmap(encoder, hit.path, query, time=hit.time, size=160)
 
     return explain
 

@@ -29,6 +29,7 @@ __all__ = [
     "ImagePreprocess",
     "PreprocessConfig",
     "check_regular_file",
+    "jpeg_bytes",
     "jpeg_data_uri",
     "load_image",
     "to_rgb",
@@ -95,18 +96,24 @@ def load_image(
     )
 
 
-def jpeg_data_uri(image: Image.Image, size: int | None = None, quality: int = 85) -> str:
-    """``image`` as a ``data:image/jpeg;base64,...`` URI, shrunk to ``size`` on its long side.
-
-    The pages crossmodal writes embed their thumbnails this way, so each is one file.
-    """
+def jpeg_bytes(image: Image.Image, size: int | None = None, quality: int = 85) -> bytes:
+    """``image`` as JPEG bytes, shrunk to ``size`` on its long side (thumbnails)."""
     image = to_rgb(image)
     if size is not None:
         image = image.copy()
         image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def jpeg_data_uri(image: Image.Image, size: int | None = None, quality: int = 85) -> str:
+    """``image`` as a ``data:image/jpeg;base64,...`` URI (see :func:`jpeg_bytes`).
+
+    The pages crossmodal writes embed their thumbnails this way, so each is one file.
+    """
+    data = jpeg_bytes(image, size, quality)
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +32,7 @@ from crossmodal.heads.attention import BilinearAttention
 from crossmodal.heads.features import patch_tokens
 from crossmodal.models.clip import CLIP
 
-__all__ = ["HeatMap", "patch_heatmap", "render_heatmap", "vector_heatmap"]
+__all__ = ["HeatMap", "patch_heatmap", "query_heatmap", "render_heatmap", "vector_heatmap"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +115,34 @@ def render_heatmap(
     if path is not None:
         picture.save(path)
     return picture
+
+
+def query_heatmap(
+    encoder: Any,
+    image: ImageInput,
+    query: npt.NDArray[np.float32],
+    *,
+    time: float | None = None,
+    size: int = 224,
+) -> Image.Image:
+    """``image`` (a video's frame at ``time`` seconds) under the attention of a query vector.
+
+    What search pages show for "where does the query fall in this hit".
+
+    Raises:
+        ConfigError: ``encoder`` is not a native model (no patch tokens to attend over).
+        CrossmodalError: The file does not decode.
+    """
+    from crossmodal.encoders.native import NativeEncoder
+    from crossmodal.errors import ConfigError
+
+    if not isinstance(encoder, NativeEncoder):
+        raise ConfigError(
+            f"heat maps need a native model's patch tokens; {encoder.spec} is not one"
+        )
+    if time is not None:
+        from crossmodal.search.video import frame_at
+
+        image = frame_at(str(image), time).image
+    model = encoder.model.float()
+    return render_heatmap(vector_heatmap(model, image, torch.from_numpy(query)), size=size)

@@ -200,8 +200,8 @@ class Store:
 
     def file_by_id(self, file_id: int) -> tuple[str, str] | None:
         """``(path, root)`` of the file with this id, or None."""
-        row = self.db.execute("SELECT path, root FROM files WHERE id = ?", (file_id,)).fetchone()
-        return None if row is None else (str(row[0]), str(row[1]))
+        row = self.file_rows([file_id]).get(file_id)
+        return None if row is None else (str(row[1]), str(row[2]))
 
     def caption_of(self, path: str) -> str | None:
         """The caption an indexed file came with (from a manifest), or None."""

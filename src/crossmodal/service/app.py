@@ -30,18 +30,20 @@ No ``from __future__ import annotations`` here: FastAPI reads the route function
 at run time, and some name classes local to :func:`create_app`.
 """
 
+import contextlib
 import hmac
 import io
 import os
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
-from crossmodal.data.images import load_image
-from crossmodal.errors import BackendUnavailableError, CrossmodalError
+from crossmodal.data.images import jpeg_bytes, load_image
+from crossmodal.errors import BackendUnavailableError, CrossmodalError, InputError
 from crossmodal.search.index import Index
 from crossmodal.search.results import Hit, SearchFilter
 from crossmodal.service.ids import FileIds, new_secret
@@ -51,7 +53,7 @@ from crossmodal.service.settings import ServiceSettings
 if TYPE_CHECKING:
     from starlette.responses import Response as StarletteResponse
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "running", "serve"]
 
 _SECRET_KEY = "service_secret"  # index meta key of the id secret
 
@@ -113,13 +115,8 @@ class _Service:
         if t is not None:
             from crossmodal.search.video import frame_at
 
-            picture = frame_at(path, t).image
-        else:
-            picture = load_image(path, draft_size=side)
-        picture.thumbnail((side, side))
-        buffer = io.BytesIO()
-        picture.convert("RGB").save(buffer, format="JPEG", quality=85)
-        return buffer.getvalue()
+            return jpeg_bytes(frame_at(path, t).image, side)
+        return jpeg_bytes(load_image(path, draft_size=side), side)
 
     def heatmap(self, path: str, text: str, t: float | None = None) -> bytes:
         """JPEG of where ``text`` falls in the picture: attention over its patches.
@@ -128,30 +125,26 @@ class _Service:
             ConfigError: The index's model is not a native one (no patch tokens).
             CrossmodalError: The file no longer decodes.
         """
-        import torch
+        from crossmodal.heads.heatmap import query_heatmap
 
-        from crossmodal.encoders.native import NativeEncoder
-        from crossmodal.errors import ConfigError
-        from crossmodal.heads.heatmap import render_heatmap, vector_heatmap
+        side = self.settings.thumbnail_size
+        image = query_heatmap(self.index.encoder, path, self.text_vector(text), time=t, size=side)
+        return jpeg_bytes(image)
 
+    def text_vector(self, text: str) -> npt.NDArray[np.float32]:
+        """The unit query vector of a text."""
+        from crossmodal.search.query import Query
+
+        return self.index.query_vector(Query.of(text, None))
+
+    def picture_vector(self, data: bytes, error: Any) -> npt.NDArray[np.float32]:
+        """The unit vector of an uploaded picture (refused with ``error(400)`` when bad)."""
+        picture = _open_upload(data, self.settings.max_image_pixels, error)
         encoder = self.index.encoder
-        if not isinstance(encoder, NativeEncoder):
-            raise ConfigError(
-                f"heat maps need a native model's patch tokens; not {self.index.model}"
-            )
-        query = torch.from_numpy(self.index.query_vector(_text_query(text)))
-        picture: Any = path
-        if t is not None:
-            from crossmodal.search.video import frame_at
-
-            picture = frame_at(path, t).image
-        model = encoder.model.float()
-        image = render_heatmap(
-            vector_heatmap(model, picture, query), size=self.settings.thumbnail_size
-        )
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=85)
-        return buffer.getvalue()
+        vector: npt.NDArray[np.float32] = encoder.encode_pixels(encoder.preprocess(picture)[None])[
+            0
+        ]
+        return vector
 
     def resolve(self, token: str) -> str | None:
         """The path behind an id, if it is valid and still inside its indexed root."""
@@ -167,8 +160,8 @@ class _Service:
         if file_id is None:
             return None
         path, root = found[file_id]
-        real, real_root = os.path.realpath(path), os.path.realpath(root)
-        inside = real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+        real = os.path.realpath(path)
+        inside = inside_roots(real, (os.path.realpath(root),))
         return real if inside and os.path.isfile(real) else None
 
 
@@ -257,13 +250,11 @@ def create_app(settings: ServiceSettings) -> Any:
         text: str | None = fastapi.Form(default=None, max_length=1000),
         k: int = fastapi.Form(default=10, ge=1, le=settings.max_k),
     ) -> dict[str, Any]:
-        picture = _open_upload(file.file.read(), settings.max_image_pixels, error)
+        data = file.file.read()
         with service.lock:
-            encoder = service.index.encoder
-            pixels = encoder.preprocess(picture)[None]
-            vector = encoder.encode_pixels(pixels)[0]
+            vector = service.picture_vector(data, error)
             if text:
-                vector = vector + service.index.query_vector(_text_query(text))
+                vector = vector + service.text_vector(text)
                 vector = (vector / np.linalg.norm(vector)).astype(np.float32)
             hits = service.index.search(vector=vector, k=k)
             return {"hits": service.hits_json(hits)}
@@ -320,7 +311,7 @@ def create_app(settings: ServiceSettings) -> Any:
     app.include_router(api)
     from crossmodal.service.clip_compat import clip_retrieval_router
 
-    app.include_router(clip_retrieval_router(service, authorize, _open_upload))
+    app.include_router(clip_retrieval_router(service, authorize))
     from crossmodal.service.manage import management_router
 
     app.include_router(management_router(service, authorize))
@@ -354,10 +345,9 @@ def _static(name: str) -> "StarletteResponse":
     return Response(body, media_type=media, headers=headers)
 
 
-def _text_query(text: str) -> Any:
-    from crossmodal.search.query import Query
-
-    return Query.of(text, None)
+def inside_roots(real: str, roots: tuple[str, ...]) -> bool:
+    """Whether the resolved path ``real`` is one of ``roots`` (resolved too) or under one."""
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
 def _open_upload(data: bytes, max_pixels: int, error: Any) -> Image.Image:
@@ -427,6 +417,40 @@ async def _send_413(send: Send, limit: int) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.contextmanager
+def running(settings: ServiceSettings, timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``settings`` on a background thread; yield the base URL, stop on exit.
+
+    ``settings.port`` 0 takes a free port. For tests, benchmarks and notebooks; the command
+    line uses :func:`serve`.
+
+    Raises:
+        InputError: The server did not start within ``timeout`` seconds.
+    """
+    import time
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise InputError(f"the service did not start on {settings.host}:{settings.port}")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{settings.host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=timeout)
 
 
 def serve(settings: ServiceSettings) -> None:

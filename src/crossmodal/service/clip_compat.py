@@ -33,9 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["clip_retrieval_router"]
 
 
-def clip_retrieval_router(
-    service: "_Service", authorize: Callable[..., None], open_upload: Callable[..., Any]
-) -> Any:
+def clip_retrieval_router(service: "_Service", authorize: Callable[..., None]) -> Any:
     """The router with clip-retrieval's three routes over ``service``."""
     import fastapi
     from fastapi import Request
@@ -69,15 +67,13 @@ def clip_retrieval_router(
     def query_vector(body: KnnRequest) -> Any:
         index = service.index
         if body.text:
-            return index.query_vector(_text_query(body.text))
+            return service.text_vector(body.text)
         if body.image:
             try:
                 data = base64.b64decode(body.image, validate=True)
             except (binascii.Error, ValueError):
                 raise error(400, "image is not valid base64") from None
-            picture = open_upload(data, settings.max_image_pixels, error)
-            encoder = index.encoder
-            return encoder.encode_pixels(encoder.preprocess(picture)[None])[0]
+            return service.picture_vector(data, error)
         if body.image_url:
             raise error(400, "image_url fetching is off on this server; send the image as base64")
         if body.embedding_input is not None:
@@ -113,11 +109,12 @@ def clip_retrieval_router(
         with service.lock:
             vector = query_vector(body)
             k = body.num_images * (2 if body.deduplicate else 1)
-            hits = service.hits_json(service.index.search(vector=vector, k=min(k, settings.max_k)))
+            found = service.index.search(vector=vector, k=min(k, settings.max_k))
+            pairs = list(zip(service.hits_json(found), [h.path for h in found], strict=True))
             if body.deduplicate:
-                hits = _distinct(hits)
-            hits = hits[: body.num_images]
-            return [_item(service, hit, str(request.base_url)) for hit in hits]
+                pairs = _distinct(pairs)
+            base = str(request.base_url)
+            return [_item(service, hit, path, base) for hit, path in pairs[: body.num_images]]
 
     @router.post("/metadata")
     def metadata(request: Request, payload: Any = body_json) -> list[dict[str, Any]]:
@@ -141,27 +138,20 @@ def clip_retrieval_router(
     return router
 
 
-def _text_query(text: str) -> Any:
-    from crossmodal.search.query import Query
-
-    return Query.of(text, None)
-
-
-def _distinct(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _distinct(pairs: list[tuple[dict[str, Any], str]]) -> list[tuple[dict[str, Any], str]]:
     """Hits with an equal score to the one before (the same content, indexed twice) dropped."""
-    out: list[dict[str, Any]] = []
-    for hit in hits:
-        if out and hit["score"] == out[-1]["score"] and hit["time"] == out[-1]["time"]:
+    out: list[tuple[dict[str, Any], str]] = []
+    for hit, path in pairs:
+        last = out[-1][0] if out else None
+        if last is not None and (hit["score"], hit["time"]) == (last["score"], last["time"]):
             continue
-        out.append(hit)
+        out.append((hit, path))
     return out
 
 
-def _item(service: "_Service", hit: dict[str, Any], base: str) -> dict[str, Any]:
-    path = service.resolve(hit["id"])
+def _item(service: "_Service", hit: dict[str, Any], path: str, base: str) -> dict[str, Any]:
     item = {"id": hit["id"], "similarity": hit["score"]}
-    if path is not None:
-        item.update(_metadata(service, hit["id"], path, hit["caption"], base, hit["time"]))
+    item.update(_metadata(service, hit["id"], path, hit["caption"], base, hit["time"]))
     return item
 
 

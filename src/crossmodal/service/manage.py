@@ -24,15 +24,12 @@ __all__ = ["management_router"]
 MAX_PATHS = 100  # paths per request
 
 
-def _inside(path: str, roots: tuple[str, ...]) -> bool:
-    real = os.path.realpath(path)
-    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
 def management_router(service: "_Service", authorize: Any) -> Any:
     """The router of the three management routes over ``service``."""
     import fastapi
     from pydantic import BaseModel, Field
+
+    from crossmodal.service.app import inside_roots
 
     settings = service.settings
     roots = tuple(os.path.realpath(os.path.expanduser(r)) for r in settings.roots)
@@ -62,7 +59,7 @@ def management_router(service: "_Service", authorize: Any) -> Any:
     def add(body: AddRequest) -> dict[str, int]:
         if not roots:
             raise error(403, "index management is off: start the server with --root DIR")
-        outside = [p for p in body.paths if not _inside(p, roots)]
+        outside = [p for p in body.paths if not inside_roots(os.path.realpath(p), roots)]
         if outside:
             raise error(403, f"{len(outside)} path(s) are not under the server's roots")
         missing = [p for p in body.paths if not os.path.lexists(p)]

@@ -45,6 +45,7 @@ from crossmodal.data.cleaning.duplicates import (
 from crossmodal.data.cleaning.images import ImageRules, ImageVerdict, check_image
 from crossmodal.data.samples import DataSource, Sample
 from crossmodal.encoders.base import Encoder
+from crossmodal.encoders.embedder import EmbedConfig, Embedder
 from crossmodal.errors import ConfigError
 
 __all__ = ["RULES", "CleanConfig", "CleanItem", "CleanResult", "clean"]
@@ -257,7 +258,7 @@ def _apply_agreement(
     if not pairs:
         return config.min_similarity
     texts = [item.captions[k] for item, k in pairs]
-    h_t = _embed_texts(encoder, texts, config.batch_size)
+    h_t = Embedder(encoder, EmbedConfig(batch_size=config.batch_size)).embed_texts(texts)
     h_i = vectors[[item.position for item, _ in pairs]]
     scores = np.einsum("nd,nd->n", h_i, h_t)  # (N,) cosine of each caption with its image
     per_item: dict[int, list[float]] = {}
@@ -297,14 +298,6 @@ def _similarity_cut(scores: FloatArray, config: CleanConfig) -> float | None:
     if config.drop_percentile is not None and len(scores):
         cuts.append(float(np.percentile(scores, config.drop_percentile, method="lower")))
     return max(cuts) if cuts else None
-
-
-def _embed_texts(encoder: Encoder, texts: Sequence[str], batch_size: int) -> FloatArray:
-    out = np.empty((len(texts), encoder.dim), dtype=np.float32)
-    for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start : start + batch_size])
-        out[start : start + len(chunk)] = encoder.encode_tokens(encoder.tokenizer(chunk))
-    return out
 
 
 # ------------------------------------------------------------------ duplicates
