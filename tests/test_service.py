@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +111,30 @@ def test_image_id_and_combined_search(server: Server) -> None:
     assert {h["name"] for h in both[:2]} == {"blue_square.png", "green_circle.png"}
 
 
+def test_weights_and_a_negative_text(server: Server) -> None:
+    blue = _search(server, text="blue square", k=10)
+    blue_id = next(h["id"] for h in blue if h["name"] == "blue_square.png")
+    text_only = _search(server, text="green circle", k=4)
+    weighted_out = _search(server, text="green circle", image_id=blue_id, image_weight=0, k=4)
+    assert [h["name"] for h in weighted_out] == [h["name"] for h in text_only]
+    image_only = _search(server, text="green circle", image_id=blue_id, text_weight=0, k=1)
+    assert image_only[0]["name"] == "blue_square.png" and float(image_only[0]["score"]) > 0.99
+    pushed = _search(server, text="circle", negative="red circle", negative_weight=0.5, k=10)
+    plain = _search(server, text="circle", k=10)
+    rank = lambda hits: [h["name"] for h in hits].index("red_circle.png")  # noqa: E731
+    assert rank(pushed) > rank(plain)  # moved away from the negative
+    cancelled = httpx.post(
+        f"{server.url}/api/search",
+        json={"text": "red circle", "negative": "red circle"},
+        headers=AUTH,
+    )
+    assert cancelled.status_code == 400 and "cancel out" in cancelled.json()["error"]
+    too_heavy = httpx.post(
+        f"{server.url}/api/search", json={"text": "x", "text_weight": 1e9}, headers=AUTH
+    )
+    assert too_heavy.status_code == 422
+
+
 def test_upload_search(server: Server) -> None:
     png = io.BytesIO()
     shape_image("yellow", "square", 80).save(png, format="PNG")
@@ -193,46 +216,6 @@ def test_prometheus_metrics(server: Server) -> None:
     assert "crossmodal_index_files 5.0" in text  # 4 shapes and the symlink
     assert 'route="/api/thumb/{token}"' in text  # by template: ids never become labels
     assert not re.search(r'route="/api/(thumb|file)/\d', text)
-
-
-def test_index_management_jobs(tmp_path: Path) -> None:
-    root = tmp_path / "photos"
-    (root / "a").mkdir(parents=True)
-    shape_image("red", "circle").save(root / "a" / "red.png")
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    shape_image("blue", "square").save(outside / "blue.png")
-    os.symlink(outside, root / "escape")
-    with Index.open(tmp_path / "db") as index:
-        index.add([root / "a"])
-    settings = ServiceSettings(db=tmp_path / "db", port=0, roots=(str(root),))
-    with running(settings) as base:
-        url = f"{base}/api/index"
-        assert httpx.get(f"{url}/stats").json()["files"] == 1
-        shape_image("green", "square").save(root / "a" / "green.png")
-        (root / "b").mkdir()
-        shape_image("yellow", "circle").save(root / "b" / "yellow.png")
-        response = httpx.post(url, json={"paths": [str(root / "a"), str(root / "b")]})
-        assert response.status_code == 202
-        job = response.json()["job"]
-        deadline = time.monotonic() + 60
-        while (state := httpx.get(f"{url}/jobs/{job}").json())["state"] == "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        assert state["state"] == "done" and state["report"]["embedded"] == 2, state
-        assert httpx.get(f"{url}/stats").json()["files"] == 3
-        hits = httpx.post(f"{base}/api/search", json={"text": "yellow circle", "k": 1})
-        assert hits.json()["hits"][0]["name"] == "yellow.png"  # searches see the new files
-        for paths, status in [
-            ([str(outside)], 403),
-            ([str(root / "escape")], 403),  # a symlink out of the root
-            ([str(root / ".." / "elsewhere")], 403),
-            (["/etc"], 403),
-            ([str(root / "nope")], 404),
-            ([], 422),
-        ]:
-            assert httpx.post(url, json={"paths": paths}).status_code == status, paths
-        assert httpx.get(f"{url}/jobs/99").status_code == 404
 
 
 def test_management_is_off_without_roots(server: Server) -> None:

@@ -142,3 +142,75 @@ def test_the_page_asks_for_the_token(db: Path, page: Any) -> None:
         assert "script-src 'self'" in header and "default-src 'none'" in header
         assert page.request.get(f"{url}/static/../app.py").status == 404
         assert page.request.get(f"{url}/static/%2E%2E%2Fapp.py").status == 404
+
+
+def _clip_front() -> Path:
+    """clip-retrieval's built front-end, shipped in its wheel (``front/build``)."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("clip-retrieval")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("pip install --no-deps clip-retrieval (scripts/install dev does)")
+    index = Path(str(dist.locate_file("front/build/index.html")))
+    if not index.is_file():
+        pytest.skip(f"clip-retrieval {dist.version} has no front/build")
+    return index.parent
+
+
+def test_clip_retrieval_front_end_works_unchanged(db: Path, page: Any) -> None:
+    """clip-retrieval's own web front-end, served from its own origin, searches crossmodal."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(_clip_front()))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    front = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{front.server_address[1]}"
+    settings = ServiceSettings(db=db, port=0, name="shapes", cors_origins=(origin,))
+    try:
+        with running(settings) as back:
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.route(  # the front's default back end is on the internet: never reach it
+                "**/*",
+                lambda route: (
+                    route.continue_()
+                    if route.request.url.startswith("http://127.0.0.1")
+                    else route.abort()
+                ),
+            )
+            page.goto(f"{origin}/?back={back}&index=shapes&query=red%20circle")
+            pictures = page.locator("clip-front img.pic")
+            pictures.first.wait_for()
+            assert pictures.first.get_attribute("title") == "red_circle.png"
+            page.wait_for_function(
+                """() => [...document.querySelector('clip-front').shadowRoot
+                    .querySelectorAll('img.pic')].every(i => i.complete && i.naturalWidth > 0)"""
+            )
+            assert pictures.count() == 10  # the whole gallery, served by crossmodal
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "clip-retrieval-front.png"))
+            # "search by this image" on the blue square
+            figure = page.locator(
+                "clip-front figure", has=page.locator("img[title='blue_square.png']")
+            )
+            figure.hover()  # the front shows its buttons on hover
+            figure.locator("img.subImageSearch").click()
+            page.wait_for_function(
+                """() => document.querySelector('clip-front').shadowRoot
+                    .querySelector('img.pic')?.title === 'blue_square.png'"""
+            )
+            # a new text query from the search bar
+            page.locator("clip-front #searchBar").fill("green circle")
+            page.locator("clip-front #textSearch").click()
+            page.wait_for_function(
+                """() => document.querySelector('clip-front').shadowRoot
+                    .querySelector('img.pic')?.title === 'green_circle.png'"""
+            )
+            assert any(r.startswith(f"{back}/knn-service") for r in requests)
+            assert all(r.startswith(("http://127.0.0.1", "data:")) for r in requests), requests
+    finally:
+        front.shutdown()

@@ -2,6 +2,7 @@
 
     crossmodal index ~/Pictures ~/Videos            # incremental: only new or changed files
     crossmodal index --report                       # files that could not be indexed, and why
+    crossmodal index --refresh                      # re-index every folder already indexed
     crossmodal search a dog on the beach            # text (any language the model knows)
     crossmodal search beach + 0.5:./sunset.jpg - people --top 20 --json
     crossmodal search --like ./photo.jpg            # more like this
@@ -45,6 +46,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--db", type=Path, default=None, help="index directory (see above)")
     p.add_argument("-m", "--model", default=None, help="model spec (new index: the default)")
     p.add_argument("--report", action="store_true", help="list the files that failed, and why")
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="re-index every folder, file and manifest the index already has (no PATH)",
+    )
     p.add_argument(
         "--exclude", action="append", default=[], help="a directory name or glob to skip"
     )
@@ -129,11 +135,13 @@ def run_index(args: argparse.Namespace) -> int:
     from crossmodal.search.walk import WalkConfig
 
     db = args.db or default_db()
-    if args.report and not args.paths:
+    if args.refresh and args.paths:
+        raise InputError("--refresh re-indexes what the index has: give no PATH with it")
+    if args.report and not args.paths and not args.refresh:
         with Index.open(db, create=False) as index:
             return _print_problems(index.problems())
-    if not args.paths:
-        raise InputError("nothing to index: give folders or files (or --report)")
+    if not args.paths and not args.refresh:
+        raise InputError("nothing to index: give folders or files (or --refresh, --report)")
     walk = WalkConfig(skip_hidden=not args.include_hidden)
     if args.exclude:
         walk = WalkConfig(skip_hidden=walk.skip_hidden, exclude=walk.exclude + tuple(args.exclude))
@@ -147,9 +155,9 @@ def run_index(args: argparse.Namespace) -> int:
         commit_every=args.commit_every,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    with Index.open(db, config) as index:
+    with Index.open(db, config, create=not args.refresh) as index:
         features = _load_features(args.features, index.encoder.spec)
-        report = index.add(args.paths, features=features)
+        report = index.refresh() if args.refresh else index.add(args.paths, features=features)
         total = len(index)
         model = index.model
     print(

@@ -16,7 +16,8 @@ def add_parser(sub: Any) -> None:
         "serve",
         help="serve search over HTTP (JSON API)",
         description="Serve the index over HTTP: POST /api/search, POST /api/search/upload, "
-        "GET /api/thumb/ID, GET /api/file/ID, GET /api/health; schema at /openapi.json. "
+        "GET /api/thumb/ID, GET /api/file/ID, GET /api/health, index jobs under /api/index, "
+        "clip-retrieval's /knn-service; the search page at /; schema at /openapi.json. "
         "Binds 127.0.0.1 unless --host says otherwise, which then needs a bearer token.",
     )
     p.add_argument("--db", type=Path, default=None, help="index directory (as for index)")
@@ -40,6 +41,16 @@ def add_parser(sub: Any) -> None:
         default=[],
         help="an origin allowed to call the API from a browser (repeatable; none: no CORS)",
     )
+    p.add_argument(
+        "--fetch-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a host image_url may fetch pictures from (repeatable; none: fetching off). "
+        "A name must resolve to public addresses; name a private server by its IP address",
+    )
+    p.add_argument("--fetch-max-mb", type=float, default=10.0, help="largest fetched picture")
+    p.add_argument("--fetch-timeout", type=float, default=5.0, help="seconds per fetch (5)")
     p.set_defaults(run=run)
 
 
@@ -57,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         max_k=args.max_k,
         roots=tuple(args.root),
         cors_origins=tuple(args.cors_origin),
+        fetch_hosts=tuple(args.fetch_host),
+        fetch_max_bytes=int(args.fetch_max_mb * 2**20),
+        fetch_timeout=args.fetch_timeout,
     )
     serve(settings)
     return 0

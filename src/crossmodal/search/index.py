@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,12 +141,17 @@ class Index:
         self,
         paths: Sequence[str | os.PathLike[str]],
         features: Mapping[str, npt.NDArray[np.float32]] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> IndexReport:
         """Bring the index up to date with ``paths`` (folders, files): see the module doc.
 
         ``features`` maps file content hashes to image vectors made earlier by the index's
         model (:func:`crossmodal.data.extract.load_image_features`): a new image whose
         content has one is stored with it instead of being embedded again.
+
+        ``should_stop`` is asked between commits; when it answers True, embedding stops there
+        (``report.cancelled``). What was committed stays, the search index is brought up to
+        date with it, and a later ``add`` of the same paths finishes the job.
 
         Raises:
             InputError: A path does not exist, or another process is indexing here.
@@ -188,7 +193,7 @@ class Index:
                 if p not in seen and (record.root in manifests or not os.path.lexists(p))
             ]
             # new files first, so that renamed files find their old content's vectors
-            self._index_files(todo, report, problems, features or {})
+            self._index_files(todo, report, problems, features or {}, should_stop)
             if gone:
                 self.store.remove_files(gone)
                 report.removed = len(gone)
@@ -204,6 +209,25 @@ class Index:
                 report.vectors_removed = synced.removed
                 report.index_rebuilt = synced.rebuilt
         report.seconds = time.perf_counter() - started
+        return report
+
+    def refresh(
+        self,
+        allowed: Callable[[str], bool] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> IndexReport:
+        """Re-index every root the index already has (the folders and manifests once added).
+
+        Changed files are embedded again, deleted ones leave, new ones come in, as ``add``
+        does; a root that no longer exists takes its files out of the index. ``allowed``
+        limits the roots (the service passes its ``--root`` check).
+        """
+        roots = [r for r in self.store.roots() if allowed is None or allowed(r)]
+        present = [r for r in roots if os.path.lexists(r)]
+        report = self.add(present, should_stop=should_stop) if present else IndexReport()
+        gone = [r for r in roots if r not in present]
+        if gone:
+            report.removed += self.remove(gone)
         return report
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
@@ -237,6 +261,7 @@ class Index:
         report: IndexReport,
         problems: list[tuple[Problem, int | None, int | None]],
         features: Mapping[str, npt.NDArray[np.float32]],
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         """Hash, reuse or embed ``todo``, committing every ``commit_every`` files."""
         bar = tqdm(
@@ -248,6 +273,9 @@ class Index:
         )
         with bar:
             for start in range(0, len(todo), self.config.commit_every):
+                if should_stop is not None and should_stop():
+                    report.cancelled = True
+                    break
                 chunk = todo[start : start + self.config.commit_every]
                 self._index_chunk(chunk, report, problems, features)
                 bar.update(len(chunk))

@@ -48,6 +48,7 @@ class IndexReport:
     vectors_added: int = 0  # vectors put into the search index (all of them on a rebuild)
     vectors_removed: int = 0  # vectors taken out of the search index
     index_rebuilt: bool = False  # the search index was rebuilt rather than updated
+    cancelled: bool = False  # embedding stopped early on request (see Index.add's should_stop)
     seconds: float = 0.0  # wall time of the run
 
     @property

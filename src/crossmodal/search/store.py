@@ -170,6 +170,11 @@ class Store:
         )
         return {row[0]: FileRecord(*row) for row in rows}
 
+    def roots(self) -> list[str]:
+        """The roots files were indexed through (folders, files, manifests), sorted."""
+        rows = self.db.execute("SELECT DISTINCT root FROM files ORDER BY root")
+        return [str(row[0]) for row in rows]
+
     def files_with_hashes(self, hashes: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
         """``{hash: [(file id, path), …]}`` for the given content hashes."""
         out: dict[str, list[tuple[int, str]]] = {}

@@ -8,9 +8,13 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
 - ``GET /``: the search page (``static/``: plain HTML, CSS and JS, no CDN, a strict CSP).
 
 - ``GET /api/health``: status, files, model.
-- ``POST /api/search``: JSON ``{"text", "image_id", "k", "folder", "kind"}``; text, an
-  indexed picture, or both (their vectors summed, as the CLI's ``a + b`` does).
-- ``POST /api/search/upload``: multipart ``file`` (a picture), optional ``text`` and ``k``.
+- ``POST /api/search``: JSON ``{"text", "image_id", "image_url", "negative", "text_weight",
+  "image_weight", "negative_weight", "k", "folder", "kind"}``: a text, an indexed picture, a
+  picture by URL (fetched only from ``--fetch-host`` hosts, see
+  :mod:`crossmodal.service.fetch`), or a text and a picture, minus an optional ``negative``
+  text: the unit weighted sum of their vectors, as the CLI's ``a + 0.5:b - c`` makes.
+- ``POST /api/search/upload``: multipart ``file`` (a picture), optional ``text``,
+  ``negative``, the three weights and ``k``.
 - ``POST /api/index``, ``GET /api/index/jobs/{n}``, ``GET /api/index/stats``: index paths
   under the configured roots as background jobs (:mod:`crossmodal.service.manage`).
 - ``GET /metrics``: Prometheus text (requests, latency histogram, index size).
@@ -32,7 +36,6 @@ at run time, and some name classes local to :func:`create_app`.
 
 import contextlib
 import hmac
-import io
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -40,14 +43,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
-from crossmodal.data.images import jpeg_bytes, load_image
 from crossmodal.errors import BackendUnavailableError, CrossmodalError, InputError
-from crossmodal.search.index import Index
-from crossmodal.search.results import Hit, SearchFilter
-from crossmodal.service.ids import FileIds, new_secret
-from crossmodal.service.metrics import Metrics
+from crossmodal.search.results import SearchFilter
+from crossmodal.service.core import Service
 from crossmodal.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -55,114 +54,10 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app", "running", "serve"]
 
-_SECRET_KEY = "service_secret"  # index meta key of the id secret
-
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-class _Service:
-    """The index behind the app, used by one request at a time."""
-
-    def __init__(self, settings: ServiceSettings) -> None:
-        self.settings = settings
-        self.index = Index.open(settings.db, create=False, threads=True)
-        self.lock = threading.Lock()
-        with self.lock:
-            secret = self.index.store.get_meta(_SECRET_KEY)
-            if secret is None:
-                secret = new_secret()
-                with self.index.store.transaction():
-                    self.index.store.set_meta(_SECRET_KEY, secret)
-        self.ids = FileIds(secret)
-        self.metrics = Metrics(self.file_count)
-
-    def file_count(self) -> int:
-        with self.lock:
-            return len(self.index)
-
-    def hits_json(self, hits: list[Hit]) -> list[dict[str, Any]]:
-        ids = self.index.store.file_ids([h.path for h in hits])
-        out = []
-        for hit in hits:
-            token = self.ids.issue(ids[hit.path], hit.path)
-            time = f"?t={hit.time:.3f}" if hit.time is not None else ""
-            out.append(
-                {
-                    "id": token,
-                    "name": os.path.basename(hit.path),
-                    "kind": hit.kind,
-                    "time": hit.time,
-                    "score": round(hit.score, 6),
-                    "relevance": round(hit.relevance, 4),
-                    "weak": hit.weak,
-                    "caption": hit.caption,
-                    "thumbnail": f"/api/thumb/{token}{time}",
-                    "file": f"/api/file/{token}",
-                }
-            )
-        return out
-
-    def thumbnail(self, path: str, t: float | None = None) -> bytes:
-        """JPEG bytes of a thumbnail of ``path`` (a video's frame at ``t`` seconds).
-
-        Raises:
-            CrossmodalError: The file no longer decodes.
-        """
-        side = self.settings.thumbnail_size
-        if t is not None:
-            from crossmodal.search.video import frame_at
-
-            return jpeg_bytes(frame_at(path, t).image, side)
-        return jpeg_bytes(load_image(path, draft_size=side), side)
-
-    def heatmap(self, path: str, text: str, t: float | None = None) -> bytes:
-        """JPEG of where ``text`` falls in the picture: attention over its patches.
-
-        Raises:
-            ConfigError: The index's model is not a native one (no patch tokens).
-            CrossmodalError: The file no longer decodes.
-        """
-        from crossmodal.heads.heatmap import query_heatmap
-
-        side = self.settings.thumbnail_size
-        image = query_heatmap(self.index.encoder, path, self.text_vector(text), time=t, size=side)
-        return jpeg_bytes(image)
-
-    def text_vector(self, text: str) -> npt.NDArray[np.float32]:
-        """The unit query vector of a text."""
-        from crossmodal.search.query import Query
-
-        return self.index.query_vector(Query.of(text, None))
-
-    def picture_vector(self, data: bytes, error: Any) -> npt.NDArray[np.float32]:
-        """The unit vector of an uploaded picture (refused with ``error(400)`` when bad)."""
-        picture = _open_upload(data, self.settings.max_image_pixels, error)
-        encoder = self.index.encoder
-        vector: npt.NDArray[np.float32] = encoder.encode_pixels(encoder.preprocess(picture)[None])[
-            0
-        ]
-        return vector
-
-    def resolve(self, token: str) -> str | None:
-        """The path behind an id, if it is valid and still inside its indexed root."""
-        found: dict[int, tuple[str, str]] = {}
-
-        def path_of(file_id: int) -> str | None:
-            row = self.index.store.file_by_id(file_id)
-            if row is not None:
-                found[file_id] = row
-            return None if row is None else row[0]
-
-        file_id = self.ids.check(token, path_of)
-        if file_id is None:
-            return None
-        path, root = found[file_id]
-        real = os.path.realpath(path)
-        inside = inside_roots(real, (os.path.realpath(root),))
-        return real if inside and os.path.isfile(real) else None
 
 
 def create_app(settings: ServiceSettings) -> Any:
@@ -181,7 +76,7 @@ def create_app(settings: ServiceSettings) -> Any:
     from pydantic import BaseModel, Field
     from starlette.exceptions import HTTPException
 
-    service = _Service(settings)
+    service = Service(settings)
     app = fastapi.FastAPI(title="crossmodal", version="1", docs_url=None, redoc_url=None)
     app.middleware("http")(service.metrics.middleware)
     if settings.cors_origins:
@@ -218,9 +113,16 @@ def create_app(settings: ServiceSettings) -> Any:
 
     api = fastapi.APIRouter(prefix="/api", dependencies=[fastapi.Depends(authorize)])
 
+    weight = Field(default=1.0, ge=-10, le=10)
+
     class SearchRequest(BaseModel):  # type: ignore[misc]
         text: str | None = Field(default=None, max_length=1000)
         image_id: str | None = Field(default=None, max_length=64)
+        image_url: str | None = Field(default=None, max_length=2000)
+        negative: str | None = Field(default=None, max_length=1000)  # a text to move away from
+        text_weight: float = weight
+        image_weight: float = weight
+        negative_weight: float = weight
         k: int = Field(default=10, ge=1, le=settings.max_k)
         folder: str | None = None
         kind: Literal["image", "video"] | None = None
@@ -230,33 +132,52 @@ def create_app(settings: ServiceSettings) -> Any:
         with service.lock:
             return {"status": "ok", "files": len(service.index), "model": service.index.model}
 
+    def texts(body: Any, parts: list[tuple[float, Any]]) -> list[tuple[float, Any]]:
+        if body.text:
+            parts.append((body.text_weight, service.text_vector(body.text)))
+        if body.negative:
+            parts.append((-body.negative_weight, service.text_vector(body.negative)))
+        return parts
+
     @api.post("/search")
-    def search(request: SearchRequest) -> dict[str, Any]:
-        if not request.text and not request.image_id:
-            raise error(400, "give a text, an image_id, or both")
-        image = None
+    def search(body: SearchRequest, request: fastapi.Request) -> dict[str, Any]:
+        if not body.text and not body.image_id and not body.image_url:
+            raise error(400, "give a text, an image_id or an image_url (or a text and one more)")
+        if body.image_id and body.image_url:
+            raise error(400, "give an image_id or an image_url, not both")
+        where = SearchFilter(folder=body.folder, kind=body.kind)
+        parts: list[tuple[float, Any]] = []
+        if body.image_url:  # may fetch: outside the lock
+            picture = service.url_vector(body.image_url, str(request.base_url), error)
+            parts.append((body.image_weight, picture))
         with service.lock:
-            if request.image_id:
-                image = service.resolve(request.image_id)
-                if image is None:
+            if body.image_id:
+                path = service.resolve(body.image_id)
+                stored = None if path is None else service.index.store.vector_of_file(path)
+                if stored is None:
                     raise error(404, "no such image id")
-            where = SearchFilter(folder=request.folder, kind=request.kind)
-            hits = service.index.search(request.text or None, image, k=request.k, where=where)
+                parts.append((body.image_weight, stored))
+            vector = combine(texts(body, parts), error)
+            hits = service.index.search(vector=vector, k=body.k, where=where)
             return {"hits": service.hits_json(hits)}
 
     @api.post("/search/upload")
     def search_upload(
         file: fastapi.UploadFile,
         text: str | None = fastapi.Form(default=None, max_length=1000),
+        negative: str | None = fastapi.Form(default=None, max_length=1000),
+        text_weight: float = fastapi.Form(default=1.0, ge=-10, le=10),
+        image_weight: float = fastapi.Form(default=1.0, ge=-10, le=10),
+        negative_weight: float = fastapi.Form(default=1.0, ge=-10, le=10),
         k: int = fastapi.Form(default=10, ge=1, le=settings.max_k),
     ) -> dict[str, Any]:
         data = file.file.read()
+        form = SearchRequest(
+            text=text, negative=negative, text_weight=text_weight, negative_weight=negative_weight
+        )
         with service.lock:
-            vector = service.picture_vector(data, error)
-            if text:
-                vector = vector + service.text_vector(text)
-                vector = (vector / np.linalg.norm(vector)).astype(np.float32)
-            hits = service.index.search(vector=vector, k=k)
+            parts = [(image_weight, service.picture_vector(data, error))]
+            hits = service.index.search(vector=combine(texts(form, parts), error), k=k)
             return {"hits": service.hits_json(hits)}
 
     @api.get("/thumb/{token}")
@@ -330,6 +251,17 @@ _PAGE_CSP = (
 )
 
 
+def combine(parts: list[tuple[float, Any]], error: Any) -> npt.NDArray[np.float32]:
+    """The unit weighted sum of unit query vectors, as the CLI's ``a + 0.5:b - c`` makes."""
+    total = np.zeros_like(np.asarray(parts[0][1], dtype=np.float64))
+    for weight, vector in parts:
+        total += weight * np.asarray(vector, dtype=np.float64)
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-8:
+        raise error(400, "the query's parts cancel out; change the weights")
+    return (total / norm).astype(np.float32)
+
+
 def _static(name: str) -> "StarletteResponse":
     """One of the page's packaged files (404 for any other name: no listing, no paths)."""
     from fastapi import HTTPException
@@ -343,30 +275,6 @@ def _static(name: str) -> "StarletteResponse":
     body = files("crossmodal.service").joinpath("static", name).read_bytes()
     headers = {"Content-Security-Policy": _PAGE_CSP, "X-Content-Type-Options": "nosniff"}
     return Response(body, media_type=media, headers=headers)
-
-
-def inside_roots(real: str, roots: tuple[str, ...]) -> bool:
-    """Whether the resolved path ``real`` is one of ``roots`` (resolved too) or under one."""
-    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
-def _open_upload(data: bytes, max_pixels: int, error: Any) -> Image.Image:
-    """The uploaded picture, decoded only when its header declares at most ``max_pixels``."""
-    if not data:
-        raise error(400, "the uploaded file is empty")
-    try:
-        header = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        raise error(400, "the picture declares too many pixels") from None
-    except Exception:
-        raise error(400, "the upload is not a picture crossmodal can read") from None
-    w, h = header.size
-    if w * h > max_pixels:
-        raise error(400, f"the picture declares {w}×{h} pixels, over {max_pixels:,}")
-    try:
-        return load_image(header)
-    except CrossmodalError as exc:
-        raise error(400, f"the picture does not decode: {exc}") from None
 
 
 class _TooLargeError(Exception):

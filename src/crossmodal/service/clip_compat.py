@@ -9,9 +9,12 @@
 
 Differences, on purpose: ids are crossmodal's opaque strings, not row numbers (an integer id
 would let anyone enumerate the collection); ``modality: "text"`` (searching caption
-embeddings) is refused, as crossmodal indexes pictures; ``image_url`` fetching is off (a
-server that fetches URLs for its callers is an SSRF risk); the safety, violence, aesthetic and
-mclip options are accepted and ignored. A token, when the server has one, is required here too.
+embeddings) is refused, as crossmodal indexes pictures; ``image_url`` fetching is off unless
+hosts are named (:mod:`crossmodal.service.fetch`: a server that fetches URLs for its callers
+is an SSRF risk), except for this server's own ``/api/file/ID`` links, which the front-end
+sends back for "search by this image" and which are looked up, not fetched; the safety,
+violence, aesthetic and mclip options are accepted and ignored. A token, when the server has
+one, is required here too (so the front-end works with servers that have none).
 
 No ``from __future__ import annotations``: FastAPI reads the routes' annotations at run time.
 """
@@ -28,12 +31,12 @@ import numpy as np
 from crossmodal.errors import CrossmodalError
 
 if TYPE_CHECKING:
-    from crossmodal.service.app import _Service
+    from crossmodal.service.core import Service
 
 __all__ = ["clip_retrieval_router"]
 
 
-def clip_retrieval_router(service: "_Service", authorize: Callable[..., None]) -> Any:
+def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) -> Any:
     """The router with clip-retrieval's three routes over ``service``."""
     import fastapi
     from fastapi import Request
@@ -74,15 +77,13 @@ def clip_retrieval_router(service: "_Service", authorize: Callable[..., None]) -
             except (binascii.Error, ValueError):
                 raise error(400, "image is not valid base64") from None
             return service.picture_vector(data, error)
-        if body.image_url:
-            raise error(400, "image_url fetching is off on this server; send the image as base64")
         if body.embedding_input is not None:
             vector = np.asarray(body.embedding_input, dtype=np.float32)
             norm = float(np.linalg.norm(vector))
             if vector.shape != (index.encoder.dim,) or not np.isfinite(norm) or norm == 0:
                 raise error(400, f"embedding_input must be {index.encoder.dim} finite numbers")
             return vector / norm
-        raise error(400, "give text, image or embedding_input")
+        raise error(400, "give text, image, image_url or embedding_input")
 
     async def json_body(request: Request) -> Any:
         # clip-retrieval's client posts JSON without a content type, which FastAPI's own
@@ -106,14 +107,18 @@ def clip_retrieval_router(service: "_Service", authorize: Callable[..., None]) -
         check_index(body.indice_name)
         if body.modality != "image":
             raise error(400, "crossmodal indexes pictures: use modality 'image'")
+        base = str(request.base_url)
+        vector = None
+        if body.image_url and not (body.text or body.image):
+            vector = service.url_vector(body.image_url, base, error)  # may fetch: not locked
         with service.lock:
-            vector = query_vector(body)
+            if vector is None:
+                vector = query_vector(body)
             k = body.num_images * (2 if body.deduplicate else 1)
             found = service.index.search(vector=vector, k=min(k, settings.max_k))
             pairs = list(zip(service.hits_json(found), [h.path for h in found], strict=True))
             if body.deduplicate:
                 pairs = _distinct(pairs)
-            base = str(request.base_url)
             return [_item(service, hit, path, base) for hit, path in pairs[: body.num_images]]
 
     @router.post("/metadata")
@@ -149,14 +154,14 @@ def _distinct(pairs: list[tuple[dict[str, Any], str]]) -> list[tuple[dict[str, A
     return out
 
 
-def _item(service: "_Service", hit: dict[str, Any], path: str, base: str) -> dict[str, Any]:
+def _item(service: "Service", hit: dict[str, Any], path: str, base: str) -> dict[str, Any]:
     item = {"id": hit["id"], "similarity": hit["score"]}
     item.update(_metadata(service, hit["id"], path, hit["caption"], base, hit["time"]))
     return item
 
 
 def _metadata(
-    service: "_Service",
+    service: "Service",
     token: str,
     path: str,
     caption: str | None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossmodal.errors import ConfigError
+from crossmodal.service.fetch import FetchPolicy, split_host
 
 __all__ = ["ServiceSettings", "is_loopback"]
 
@@ -36,6 +37,9 @@ class ServiceSettings:
     name: str = "crossmodal"  # the index's name in clip-retrieval's /indices-list
     roots: tuple[str, ...] = ()  # folders POST /api/index may index; () turns management off
     cors_origins: tuple[str, ...] = ()  # origins allowed cross-origin calls; () : no CORS at all
+    fetch_hosts: tuple[str, ...] = ()  # hosts image_url may be fetched from; () : fetching off
+    fetch_max_bytes: int = 10 * 2**20  # the largest picture fetched by URL
+    fetch_timeout: float = 5.0  # seconds for one image_url fetch, redirects included
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.token:
@@ -51,3 +55,20 @@ class ServiceSettings:
             )
         if self.max_k < 1 or self.max_body_bytes < 1 or self.max_image_pixels < 1:
             raise ConfigError("max_k, max_body_bytes and max_image_pixels must be positive")
+        if self.fetch_max_bytes < 1 or self.fetch_timeout <= 0:
+            raise ConfigError("fetch_max_bytes and fetch_timeout must be positive")
+        for entry in self.fetch_hosts:
+            try:
+                name, _ = split_host(entry)
+            except ValueError:
+                name = ""
+            if not name or "/" in entry or "*" in entry:
+                raise ConfigError(
+                    f"fetch host {entry!r}: give a host name or IP address, with an optional "
+                    "port (images.example.com, 10.0.0.5:8080); no scheme, path or wildcard"
+                )
+
+    @property
+    def fetch_policy(self) -> FetchPolicy:
+        """Where image_url may be fetched from (off when no host is named)."""
+        return FetchPolicy(self.fetch_hosts, self.fetch_max_bytes, self.fetch_timeout)

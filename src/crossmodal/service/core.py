@@ -1,0 +1,180 @@
+"""The service's state: one index, its model, the opaque-id secret and the metrics.
+
+Routes (:mod:`crossmodal.service.app`, :mod:`~crossmodal.service.clip_compat`,
+:mod:`~crossmodal.service.manage`) turn requests into calls on :class:`Service`; ``error`` is
+the web framework's HTTP exception class, passed in so that this module needs no FastAPI.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from crossmodal.data.images import jpeg_bytes, load_image
+from crossmodal.errors import CrossmodalError
+from crossmodal.search.index import Index
+from crossmodal.search.results import Hit
+from crossmodal.service.fetch import FetchError, fetch
+from crossmodal.service.ids import FileIds, new_secret
+from crossmodal.service.metrics import Metrics
+from crossmodal.service.settings import ServiceSettings
+
+__all__ = ["Service", "inside_roots", "open_upload"]
+
+_SECRET_KEY = "service_secret"  # index meta key of the id secret
+
+
+class Service:
+    """The index behind the app, used by one request at a time."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.index = Index.open(settings.db, create=False, threads=True)
+        self.lock = threading.Lock()
+        with self.lock:
+            secret = self.index.store.get_meta(_SECRET_KEY)
+            if secret is None:
+                secret = new_secret()
+                with self.index.store.transaction():
+                    self.index.store.set_meta(_SECRET_KEY, secret)
+        self.ids = FileIds(secret)
+        self.metrics = Metrics(self.file_count)
+
+    def file_count(self) -> int:
+        with self.lock:
+            return len(self.index)
+
+    def hits_json(self, hits: list[Hit]) -> list[dict[str, Any]]:
+        ids = self.index.store.file_ids([h.path for h in hits])
+        out = []
+        for hit in hits:
+            token = self.ids.issue(ids[hit.path], hit.path)
+            time = f"?t={hit.time:.3f}" if hit.time is not None else ""
+            out.append(
+                {
+                    "id": token,
+                    "name": os.path.basename(hit.path),
+                    "kind": hit.kind,
+                    "time": hit.time,
+                    "score": round(hit.score, 6),
+                    "relevance": round(hit.relevance, 4),
+                    "weak": hit.weak,
+                    "caption": hit.caption,
+                    "thumbnail": f"/api/thumb/{token}{time}",
+                    "file": f"/api/file/{token}",
+                }
+            )
+        return out
+
+    def thumbnail(self, path: str, t: float | None = None) -> bytes:
+        """JPEG bytes of a thumbnail of ``path`` (a video's frame at ``t`` seconds).
+
+        Raises:
+            CrossmodalError: The file no longer decodes.
+        """
+        side = self.settings.thumbnail_size
+        if t is not None:
+            from crossmodal.search.video import frame_at
+
+            return jpeg_bytes(frame_at(path, t).image, side)
+        return jpeg_bytes(load_image(path, draft_size=side), side)
+
+    def heatmap(self, path: str, text: str, t: float | None = None) -> bytes:
+        """JPEG of where ``text`` falls in the picture: attention over its patches.
+
+        Raises:
+            ConfigError: The index's model is not a native one (no patch tokens).
+            CrossmodalError: The file no longer decodes.
+        """
+        from crossmodal.heads.heatmap import query_heatmap
+
+        side = self.settings.thumbnail_size
+        image = query_heatmap(self.index.encoder, path, self.text_vector(text), time=t, size=side)
+        return jpeg_bytes(image)
+
+    def text_vector(self, text: str) -> npt.NDArray[np.float32]:
+        """The unit query vector of a text."""
+        from crossmodal.search.query import Query
+
+        return self.index.query_vector(Query.of(text, None))
+
+    def picture_vector(self, data: bytes, error: Any) -> npt.NDArray[np.float32]:
+        """The unit vector of an uploaded picture (refused with ``error(400)`` when bad)."""
+        picture = open_upload(data, self.settings.max_image_pixels, error)
+        encoder = self.index.encoder
+        vector: npt.NDArray[np.float32] = encoder.encode_pixels(encoder.preprocess(picture)[None])[
+            0
+        ]
+        return vector
+
+    def url_vector(self, url: str, own_base: str, error: Any) -> npt.NDArray[np.float32]:
+        """The unit vector of the picture at ``url`` (take it without holding ``lock``).
+
+        A link to this server's own ``/api/file/ID`` (clip-retrieval's front-end sends a hit's
+        ``url`` back to search by it) is the indexed file's stored vector, fetched from
+        nowhere. Any other URL is fetched within the settings' fetch policy (off by default),
+        then checked like an upload.
+        """
+        own = own_base.rstrip("/") + "/api/file/"
+        if url.startswith(own):
+            token = url[len(own) :].partition("?")[0]
+            with self.lock:
+                path = self.resolve(token)
+                stored = None if path is None else self.index.store.vector_of_file(path)
+            if stored is None:
+                raise error(404, "image_url names no indexed file")
+            return stored
+        try:
+            data = fetch(url, self.settings.fetch_policy)
+        except FetchError as exc:
+            raise error(exc.status, str(exc)) from None
+        with self.lock:
+            return self.picture_vector(data, error)
+
+    def resolve(self, token: str) -> str | None:
+        """The path behind an id, if it is valid and still inside its indexed root."""
+        found: dict[int, tuple[str, str]] = {}
+
+        def path_of(file_id: int) -> str | None:
+            row = self.index.store.file_by_id(file_id)
+            if row is not None:
+                found[file_id] = row
+            return None if row is None else row[0]
+
+        file_id = self.ids.check(token, path_of)
+        if file_id is None:
+            return None
+        path, root = found[file_id]
+        real = os.path.realpath(path)
+        inside = inside_roots(real, (os.path.realpath(root),))
+        return real if inside and os.path.isfile(real) else None
+
+
+def inside_roots(real: str, roots: tuple[str, ...]) -> bool:
+    """Whether the resolved path ``real`` is one of ``roots`` (resolved too) or under one."""
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def open_upload(data: bytes, max_pixels: int, error: Any) -> Image.Image:
+    """The uploaded picture, decoded only when its header declares at most ``max_pixels``."""
+    if not data:
+        raise error(400, "the uploaded file is empty")
+    try:
+        header = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise error(400, "the picture declares too many pixels") from None
+    except Exception:
+        raise error(400, "the upload is not a picture crossmodal can read") from None
+    w, h = header.size
+    if w * h > max_pixels:
+        raise error(400, f"the picture declares {w}×{h} pixels, over {max_pixels:,}")
+    try:
+        return load_image(header)
+    except CrossmodalError as exc:
+        raise error(400, f"the picture does not decode: {exc}") from None
