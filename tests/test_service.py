@@ -135,6 +135,33 @@ def test_weights_and_a_negative_text(server: Server) -> None:
     assert too_heavy.status_code == 422
 
 
+def test_rerank_reorders_the_top_n(server: Server, tmp_path: Path) -> None:
+    from crossmodal.heads.features import load_clip
+    from crossmodal.heads.rerank import Reranker, save_reranker
+
+    config = load_clip().config
+    reverse = Reranker(config.text.width, config.embed_dim, logit_scale=-10.0)  # −10·cos
+    weights = save_reranker(reverse, tmp_path / "r.safetensors", encoder="native:emoji-mini")
+    plain = [h["name"] for h in _search(server, text="red circle", k=4)]
+    db = Path(str(server.gallery.parent / "db"))
+    with running(ServiceSettings(db=db, port=0, reranker=weights)) as url:
+        response = httpx.post(
+            f"{url}/api/search", json={"text": "red circle", "k": 4, "rerank": 3}
+        ).json()
+        hits = response["hits"]
+        assert [h["name"] for h in hits] == plain[:3][::-1] + plain[3:]
+        assert [h["rerank"] for h in hits[:3]] == sorted(h["rerank"] for h in hits[:3])[::-1]
+        assert "rerank" not in hits[3] and response["rerank_ms"] > 0
+        mixed = httpx.post(
+            f"{url}/api/search", json={"text": "x", "image_id": hits[0]["id"], "rerank": 3}
+        )
+        assert mixed.status_code == 400 and "text" in mixed.json()["error"]
+    refused = httpx.post(
+        f"{server.url}/api/search", json={"text": "red", "rerank": 3}, headers=AUTH
+    )
+    assert refused.status_code == 400 and "--reranker" in refused.json()["error"]
+
+
 def test_upload_search(server: Server) -> None:
     png = io.BytesIO()
     shape_image("yellow", "square", 80).save(png, format="PNG")

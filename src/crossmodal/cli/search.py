@@ -243,38 +243,23 @@ def run_search(args: argparse.Namespace) -> int:
 
 def _rerank(index: Any, query: Any, hits: list[Any], n: int, weights: Path | None) -> list[Any]:
     """The top ``n`` hits re-scored by the re-ranker and re-ordered; the rest unchanged."""
-    import dataclasses
     import time
 
-    from crossmodal.encoders.native import NativeEncoder
-    from crossmodal.heads.rerank import load_reranker, rerank_images
-    from crossmodal.search.video import frame_at
+    from crossmodal.search.rerank import load_for_index, rerank_hits
 
     if weights is None:
         raise InputError("--rerank needs the re-ranker's weights: --reranker PATH")
     texts = [t.text for t in query.terms if t.text is not None]
     if len(texts) != 1 or len(query.terms) != 1:
         raise InputError("--rerank re-scores a text query: give one text, no image terms")
-    reranker, trained_on = load_reranker(weights)
-    if trained_on != index.model:
-        raise InputError(
-            f"{weights} was trained on {trained_on!r} features; this index uses "
-            f"{index.model!r}: train a re-ranker for that model"
-        )
-    encoder = index.encoder
-    if not isinstance(encoder, NativeEncoder):
-        raise InputError(f"--rerank reads a native model's tokens; {index.model} is not one")
-    top = hits[:n]
+    reranker = load_for_index(index, weights)
     start = time.perf_counter()
-    pictures = [frame_at(h.path, h.time).image if h.time is not None else h.path for h in top]
-    scores = rerank_images(reranker, encoder.model.float(), texts[0], pictures).tolist()
-    order = sorted(range(len(top)), key=lambda i: -scores[i])
+    reranked = rerank_hits(index, reranker, texts[0], hits, n)
     print(
-        f"re-ranked the top {len(top)} in {(time.perf_counter() - start) * 1e3:.0f} ms",
+        f"re-ranked the top {min(n, len(hits))} in {(time.perf_counter() - start) * 1e3:.0f} ms",
         file=sys.stderr,
     )
-    reranked = [dataclasses.replace(top[i], rerank=float(scores[i])) for i in order]
-    return reranked + hits[n:]
+    return reranked
 
 
 def _explainer(index: Any, query: Any) -> Any:

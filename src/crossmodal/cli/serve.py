@@ -42,6 +42,12 @@ def add_parser(sub: Any) -> None:
         help="an origin allowed to call the API from a browser (repeatable; none: no CORS)",
     )
     p.add_argument(
+        "--reranker",
+        type=Path,
+        default=None,
+        help='re-ranker weights (.safetensors): text searches may ask for "rerank": N',
+    )
+    p.add_argument(
         "--fetch-host",
         action="append",
         default=[],
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         max_k=args.max_k,
         roots=tuple(args.root),
         cors_origins=tuple(args.cors_origin),
+        reranker=args.reranker,
         fetch_hosts=tuple(args.fetch_host),
         fetch_max_bytes=int(args.fetch_max_mb * 2**20),
         fetch_timeout=args.fetch_timeout,

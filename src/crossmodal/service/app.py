@@ -13,6 +13,7 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
   picture by URL (fetched only from ``--fetch-host`` hosts, see
   :mod:`crossmodal.service.fetch`), or a text and a picture, minus an optional ``negative``
   text: the unit weighted sum of their vectors, as the CLI's ``a + 0.5:b - c`` makes.
+  ``"rerank": N`` re-scores the top N of a text query with the server's ``--reranker``.
 - ``POST /api/search/upload``: multipart ``file`` (a picture), optional ``text``,
   ``negative``, the three weights and ``k``.
 - ``POST /api/index``, ``GET /api/index/jobs/{n}``, ``GET /api/index/stats``: index paths
@@ -38,6 +39,7 @@ import contextlib
 import hmac
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -124,6 +126,7 @@ def create_app(settings: ServiceSettings) -> Any:
         image_weight: float = weight
         negative_weight: float = weight
         k: int = Field(default=10, ge=1, le=settings.max_k)
+        rerank: int = Field(default=0, ge=0, le=settings.max_k)  # re-score the top N (text)
         folder: str | None = None
         kind: Literal["image", "video"] | None = None
 
@@ -145,6 +148,10 @@ def create_app(settings: ServiceSettings) -> Any:
             raise error(400, "give a text, an image_id or an image_url (or a text and one more)")
         if body.image_id and body.image_url:
             raise error(400, "give an image_id or an image_url, not both")
+        if body.rerank and service.reranker is None:
+            raise error(400, "this server has no re-ranker: start it with --reranker PATH")
+        if body.rerank and (not body.text or body.image_id or body.image_url or body.negative):
+            raise error(400, "rerank re-scores a text query: give a text and nothing else")
         where = SearchFilter(folder=body.folder, kind=body.kind)
         parts: list[tuple[float, Any]] = []
         if body.image_url:  # may fetch: outside the lock
@@ -158,8 +165,15 @@ def create_app(settings: ServiceSettings) -> Any:
                     raise error(404, "no such image id")
                 parts.append((body.image_weight, stored))
             vector = combine(texts(body, parts), error)
-            hits = service.index.search(vector=vector, k=body.k, where=where)
-            return {"hits": service.hits_json(hits)}
+            hits = service.index.search(vector=vector, k=max(body.k, body.rerank), where=where)
+            if not body.rerank or service.reranker is None:
+                return {"hits": service.hits_json(hits)}
+            from crossmodal.search.rerank import rerank_hits
+
+            started = time.perf_counter()
+            hits = rerank_hits(service.index, service.reranker, str(body.text), hits, body.rerank)
+            took = round((time.perf_counter() - started) * 1e3, 1)
+            return {"hits": service.hits_json(hits[: body.k]), "rerank_ms": took}
 
     @api.post("/search/upload")
     def search_upload(
@@ -337,8 +351,6 @@ def running(settings: ServiceSettings, timeout: float = 30.0) -> Iterator[str]:
     Raises:
         InputError: The server did not start within ``timeout`` seconds.
     """
-    import time
-
     import uvicorn
 
     config = uvicorn.Config(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,9 @@ from crossmodal.service.fetch import FetchError, fetch
 from crossmodal.service.ids import FileIds, new_secret
 from crossmodal.service.metrics import Metrics
 from crossmodal.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from crossmodal.heads.rerank import Reranker
 
 __all__ = ["Service", "inside_roots", "open_upload"]
 
@@ -44,6 +47,11 @@ class Service:
                 with self.index.store.transaction():
                     self.index.store.set_meta(_SECRET_KEY, secret)
         self.ids = FileIds(secret)
+        self.reranker: Reranker | None = None
+        if settings.reranker is not None:
+            from crossmodal.search.rerank import load_for_index
+
+            self.reranker = load_for_index(self.index, settings.reranker)
         self.metrics = Metrics(self.file_count)
 
     def file_count(self) -> int:
@@ -66,6 +74,7 @@ class Service:
                     "relevance": round(hit.relevance, 4),
                     "weak": hit.weak,
                     "caption": hit.caption,
+                    **({} if hit.rerank is None else {"rerank": round(hit.rerank, 4)}),
                     "thumbnail": f"/api/thumb/{token}{time}",
                     "file": f"/api/file/{token}",
                 }

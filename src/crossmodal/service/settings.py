@@ -37,6 +37,7 @@ class ServiceSettings:
     name: str = "crossmodal"  # the index's name in clip-retrieval's /indices-list
     roots: tuple[str, ...] = ()  # folders POST /api/index may index; () turns management off
     cors_origins: tuple[str, ...] = ()  # origins allowed cross-origin calls; () : no CORS at all
+    reranker: Path | None = None  # re-ranker weights: lets a text search ask for "rerank": N
     fetch_hosts: tuple[str, ...] = ()  # hosts image_url may be fetched from; () : fetching off
     fetch_max_bytes: int = 10 * 2**20  # the largest picture fetched by URL
     fetch_timeout: float = 5.0  # seconds for one image_url fetch, redirects included
