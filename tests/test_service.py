@@ -173,6 +173,14 @@ def test_upload_search(server: Server) -> None:
     )
     assert response.status_code == 200, response.text
     assert response.json()["hits"][0]["name"] == "yellow_square.png"
+    for form, found in [({"kind": "video"}, 0), ({"folder": str(server.secret.parent)}, 0)]:
+        filtered = httpx.post(
+            f"{server.url}/api/search/upload",
+            files={"file": ("q.png", png.getvalue(), "image/png")},
+            data={"k": "2", **form},
+            headers=AUTH,
+        )
+        assert filtered.status_code == 200 and len(filtered.json()["hits"]) == found, form
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
   text: the unit weighted sum of their vectors, as the CLI's ``a + 0.5:b - c`` makes.
   ``"rerank": N`` re-scores the top N of a text query with the server's ``--reranker``.
 - ``POST /api/search/upload``: multipart ``file`` (a picture), optional ``text``,
-  ``negative``, the three weights and ``k``.
+  ``negative``, the three weights, ``k``, ``folder`` and ``kind``.
 - ``POST /api/index``, ``GET /api/index/jobs/{n}``, ``GET /api/index/stats``: index paths
   under the configured roots as background jobs (:mod:`crossmodal.service.manage`).
 - ``GET /metrics``: Prometheus text (requests, latency histogram, index size).
@@ -184,14 +184,18 @@ def create_app(settings: ServiceSettings) -> Any:
         image_weight: float = fastapi.Form(default=1.0, ge=-10, le=10),
         negative_weight: float = fastapi.Form(default=1.0, ge=-10, le=10),
         k: int = fastapi.Form(default=10, ge=1, le=settings.max_k),
+        folder: str | None = fastapi.Form(default=None),
+        kind: Literal["image", "video"] | None = fastapi.Form(default=None),
     ) -> dict[str, Any]:
         data = file.file.read()
         form = SearchRequest(
             text=text, negative=negative, text_weight=text_weight, negative_weight=negative_weight
         )
+        where = SearchFilter(folder=folder, kind=kind)
         with service.lock:
             parts = [(image_weight, service.picture_vector(data, error))]
-            hits = service.index.search(vector=combine(texts(form, parts), error), k=k)
+            vector = combine(texts(form, parts), error)
+            hits = service.index.search(vector=vector, k=k, where=where)
             return {"hits": service.hits_json(hits)}
 
     @api.get("/thumb/{token}")
