@@ -33,7 +33,8 @@ from crossmodal.search.vectors import (
 DIM = 256
 N = 3_000
 FAISS_KINDS = ("flat", "hnsw", "ivfpq")
-ALL_KINDS = ("exact", *FAISS_KINDS)
+ALL_KINDS = ("exact", *FAISS_KINDS, "milvus")  # milvus: Milvus Lite, embedded (crossmodal[scale])
+_MILVUS: dict[str, object] = {"root": None, "n": 0}
 
 
 def clip_like(n: int, dim: int = DIM, rank: int = 32, seed: int = 0) -> npt.NDArray[np.float32]:
@@ -52,6 +53,22 @@ def recall_at_k(found: npt.NDArray[np.int64], truth: npt.NDArray[np.int64]) -> f
         for f, t in zip(found, truth, strict=True)
     ]
     return float(np.mean(hits))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _milvus_root(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _MILVUS["root"] = tmp_path_factory.mktemp("milvus")
+
+
+def _build(ids: npt.ArrayLike, vectors: npt.ArrayLike, kind: str) -> VectorIndex:
+    """``build_vector_index``; the milvus kind in a Milvus Lite file of its own."""
+    if kind != "milvus":
+        return build_vector_index(ids, vectors, kind)
+    pytest.importorskip("pymilvus", reason="pip install 'crossmodal[scale]'")
+    pytest.importorskip("milvus_lite", reason="pip install 'crossmodal[scale]'")
+    _MILVUS["n"] = int(str(_MILVUS["n"])) + 1
+    uri = Path(str(_MILVUS["root"])) / f"m{_MILVUS['n']}.db"
+    return build_vector_index(ids, vectors, kind, options=VectorIndexOptions(milvus_uri=str(uri)))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -80,13 +97,23 @@ def data() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[
 def built(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, VectorIndex]:
     """One index of each kind over the same data (read-only: tests that modify build their own)."""
     ids, vectors, _ = data
-    kinds = ALL_KINDS if _has_faiss() else ("exact",)
-    return {kind: build_vector_index(ids, vectors, kind) for kind in kinds}
+    kinds = ALL_KINDS if _has_faiss() and _has_milvus() else ("exact", *FAISS_KINDS)
+    kinds = kinds if _has_faiss() else ("exact",)
+    return {kind: _build(ids, vectors, kind) for kind in kinds}
 
 
 def _has_faiss() -> bool:
     try:
         import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _has_milvus() -> bool:
+    try:
+        import milvus_lite  # noqa: F401
+        import pymilvus  # noqa: F401
     except ImportError:
         return False
     return True
@@ -187,6 +214,8 @@ def test_allowed_restricts_results(
     ids, _, queries = data
     index = built[kind]
     rng = np.random.default_rng(2)
+    if kind not in built:
+        pytest.skip(f"{kind} is not installed")
     for size in (5, 40, 1_500):  # fewer than k, a few times k, half the index
         allowed = rng.choice(ids, size, replace=False)
         _, truth = built["exact"].search(queries, 10, allowed=allowed)
@@ -261,7 +290,7 @@ def test_starved_graph_search_falls_back_to_the_scan(
 def test_padding_when_k_exceeds_the_index(kind: str) -> None:
     vectors = clip_like(MIN_TRAIN_VECTORS + 5, seed=3)
     ids = np.arange(len(vectors), dtype=np.int64) + 100
-    index = build_vector_index(ids, vectors, kind)
+    index = _build(ids, vectors, kind)
     k = len(vectors) + 7
     scores, found = index.search(vectors[:2], k)
     assert found.shape == scores.shape == (2, k)
@@ -285,7 +314,7 @@ def test_removed_ids_are_never_returned(kind: str) -> None:
     vectors = clip_like(n + 50, seed=4)
     ids = np.arange(n, dtype=np.int64) * 7 + 1
     queries = vectors[n:]
-    index = build_vector_index(ids, vectors[:n], kind)
+    index = _build(ids, vectors[:n], kind)
     _, before = index.search(queries, 10)
     gone = np.unique(before[:, :5])  # the best answers: their removal matters most
     assert index.remove(np.concatenate([gone, [3, 10**15]])) == len(gone)  # unknown: ignored
@@ -313,7 +342,7 @@ def test_adding_a_stored_id_replaces_it(kind: str) -> None:
     n = 1_200
     vectors = clip_like(n + 1, seed=5)
     ids = np.arange(n, dtype=np.int64)
-    index = build_vector_index(ids, vectors[:n], kind)
+    index = _build(ids, vectors[:n], kind)
     index.remove([7])
     index.add([7, 3, n + 5], vectors[[n, n, 0]])  # 7 comes back, 3 moves, n + 5 is new
     assert len(index) == n + 1
@@ -347,7 +376,7 @@ def test_save_load_round_trip(tmp_path: Path, kind: str) -> None:
     vectors = clip_like(n + 20, seed=7)
     ids = np.arange(n, dtype=np.int64) * 3 + 11
     queries = vectors[n:]
-    index = build_vector_index(ids, vectors[:n], kind)
+    index = _build(ids, vectors[:n], kind)
     index.remove(ids[:10])
     path = tmp_path / "sub" / "vectors.idx"
     assert index.save(path, generation=12345678901) == path
@@ -405,7 +434,7 @@ def test_damaged_files_name_the_file(tmp_path: Path, kind: str) -> None:
 def test_bad_arguments_raise_clear_errors() -> None:
     vectors = clip_like(20, seed=9)
     ids = np.arange(20)
-    with pytest.raises(ConfigError, match="unknown; use one of auto, exact, flat, hnsw, ivfpq"):
+    with pytest.raises(ConfigError, match="use one of auto, exact, flat, hnsw, ivfpq, milvus"):
         build_vector_index(ids, vectors, "annoy")
     with pytest.raises(ConfigError, match="holds 128-d vectors, got 256-d"):
         build_vector_index(ids, vectors, dim=128)

@@ -65,8 +65,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "exact", "flat", "hnsw", "ivfpq"),
-        help="vector index (auto: exact when small, HNSW when large)",
+        choices=("auto", "exact", "flat", "hnsw", "ivfpq", "milvus"),
+        help="vector index (auto: exact when small, HNSW when large; milvus: vectors in "
+        "Milvus, remembered by the index)",
+    )
+    p.add_argument(
+        "--milvus-uri",
+        default=None,
+        help="with --backend milvus: a Milvus Lite file, or http://HOST:19530 for a Milvus "
+        "server (token: $CROSSMODAL_MILVUS_TOKEN); default DB/milvus.db",
+    )
+    p.add_argument(
+        "--milvus-collection", default=None, help="with --backend milvus: the collection name"
     )
     p.add_argument(
         "--features",
@@ -135,6 +145,8 @@ def run_index(args: argparse.Namespace) -> int:
     from crossmodal.search.walk import WalkConfig
 
     db = args.db or default_db()
+    if (args.milvus_uri or args.milvus_collection) and args.backend != "milvus":
+        raise InputError("--milvus-uri and --milvus-collection go with --backend milvus")
     if args.refresh and args.paths:
         raise InputError("--refresh re-indexes what the index has: give no PATH with it")
     if args.report and not args.paths and not args.refresh:
@@ -148,6 +160,8 @@ def run_index(args: argparse.Namespace) -> int:
     config = IndexConfig(
         model=args.model,
         backend=args.backend,
+        milvus_uri=args.milvus_uri,
+        milvus_collection=args.milvus_collection,
         walk=walk,
         video=VideoSampling(every=args.video_every, scene=args.video_scene),
         batch_size=args.batch_size,

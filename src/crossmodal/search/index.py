@@ -50,7 +50,7 @@ from crossmodal.search.lock import writer_lock
 from crossmodal.search.query import Query
 from crossmodal.search.results import WEAK_RELEVANCE, Hit, IndexConfig, IndexReport, SearchFilter
 from crossmodal.search.store import FileRecord, Problem, Store, VectorRecord
-from crossmodal.search.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors
+from crossmodal.search.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors, vector_backend
 from crossmodal.search.video import sample_frames
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Index:
 
         self.model = recorded or config.model or DEFAULT_MODEL
         self._encoder: Encoder | None = None
-        self._vectors = DerivedVectors(store, config.backend)
+        self._vectors = DerivedVectors(store, *vector_backend(store, config))
 
     @classmethod
     def open(

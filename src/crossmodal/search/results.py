@@ -21,7 +21,11 @@ class IndexConfig:
     """How an index embeds and stores."""
 
     model: str | None = None  # model spec; None: the index's own, or the default model
-    backend: str = "auto"  # vector index kind: auto, exact, flat, hnsw, ivfpq
+    backend: str = "auto"  # vector index kind: auto, exact, flat, hnsw, ivfpq, milvus
+    milvus_uri: str | None = (
+        None  # milvus: a Milvus Lite file or http://host:port; None: DB/milvus.db
+    )
+    milvus_collection: str | None = None  # milvus: the collection; None: "crossmodal"
     walk: WalkConfig = field(default_factory=WalkConfig)
     video: VideoSampling = field(default_factory=VideoSampling)
     batch_size: int = 32  # images per forward pass

@@ -21,17 +21,21 @@ rebuild:
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from crossmodal.errors import CrossmodalError
+from crossmodal.search.results import IndexConfig
 from crossmodal.search.store import Store
 from crossmodal.search.vectors import (
     MIN_TRAIN_VECTORS,
     VectorIndex,
+    VectorIndexOptions,
     build_vector_index,
     choose_kind,
     load_vector_index,
@@ -44,10 +48,12 @@ __all__ = [
     "DerivedVectors",
     "SyncResult",
     "sync_vector_index",
+    "vector_backend",
 ]
 
 log = logging.getLogger(__name__)
 
+BACKEND_KEY = "vector_backend"  # index meta: the milvus URI and collection, as JSON
 REBUILD_CHANGED_FRACTION = 0.5  # rebuild when more than this share of the vectors changes
 VECTORS_NAME = "vectors.idx"  # the derived vector index, beside the database
 NULL_SAMPLE = 2048  # stored vectors a query is compared with to learn its score spread
@@ -63,8 +69,19 @@ class SyncResult:
     rebuilt: bool  # built from every stored vector rather than updated
 
 
-def kind_fits(index: VectorIndex, backend: str, n: int) -> bool:
+def kind_fits(
+    index: VectorIndex, backend: str, n: int, options: VectorIndexOptions | None = None
+) -> bool:
     """Whether ``index`` is what ``backend`` would build for ``n`` vectors."""
+    if backend == "milvus" or index.kind == "milvus":  # the same collection, or a rebuild
+        theirs = getattr(index, "options", None)
+        return (
+            backend == index.kind == "milvus"
+            and theirs is not None
+            and options is not None
+            and (theirs.milvus_uri, theirs.milvus_collection)
+            == (options.milvus_uri, options.milvus_collection)
+        )
     wanted = choose_kind(n, index.dim) if backend == "auto" else backend
     if wanted in ("hnsw", "ivfpq") and n < MIN_TRAIN_VECTORS:
         wanted = "flat"  # build_vector_index does the same
@@ -72,7 +89,11 @@ def kind_fits(index: VectorIndex, backend: str, n: int) -> bool:
 
 
 def sync_vector_index(
-    store: Store, stale: VectorIndex | None, backend: str, dim: int
+    store: Store,
+    stale: VectorIndex | None,
+    backend: str,
+    dim: int,
+    options: VectorIndexOptions | None = None,
 ) -> SyncResult:
     """An index of every vector in ``store``: ``stale`` updated in place, or a new one.
 
@@ -81,6 +102,7 @@ def sync_vector_index(
         stale: An index built from an earlier state of this database, or ``None``.
         backend: The kind asked for (``auto`` or one of the kinds).
         dim: The width of the stored vectors.
+        options: Build settings (the milvus kind's URI and collection).
     """
     if stale is not None and stale.dim == dim:
         stored = store.vector_ids()  # ascending
@@ -88,9 +110,9 @@ def sync_vector_index(
         gone = np.setdiff1d(have, stored, assume_unique=True)
         new = np.setdiff1d(stored, have, assume_unique=True)
         changed = len(gone) + len(new)
-        if kind_fits(stale, backend, len(stored)) and changed <= REBUILD_CHANGED_FRACTION * max(
-            len(have), 1
-        ):
+        if kind_fits(
+            stale, backend, len(stored), options
+        ) and changed <= REBUILD_CHANGED_FRACTION * max(len(have), 1):
             stale.remove(gone)
             ids, vectors = store.vectors_by_id(new, dim)
             stale.add(ids, vectors)
@@ -98,8 +120,34 @@ def sync_vector_index(
                 log.info("vector index updated: +%d -%d vectors", len(ids), len(gone))
                 return SyncResult(stale, len(ids), len(gone), rebuilt=False)
     ids, vectors = store.all_vectors(dim)
-    index = build_vector_index(ids, vectors, kind=backend, dim=dim)
+    index = build_vector_index(ids, vectors, kind=backend, dim=dim, options=options)
     return SyncResult(index, len(ids), 0, rebuilt=True)
+
+
+def vector_backend(store: Store, config: IndexConfig) -> tuple[str, VectorIndexOptions | None]:
+    """The vector index kind and settings: the config's, or the milvus one recorded.
+
+    ``--backend milvus`` is recorded in the database, so that later opens (searches,
+    re-indexing) use the same collection without being told again.
+    """
+    recorded = store.get_meta(BACKEND_KEY) or ""
+    if config.backend == "milvus":
+        uri = config.milvus_uri or str(store.directory / "milvus.db")
+        if "://" not in uri:
+            uri = os.path.abspath(os.path.expanduser(uri))
+        target = {"uri": uri, "collection": config.milvus_collection or "crossmodal"}
+        if recorded != json.dumps(target):
+            with store.transaction():
+                store.set_meta(BACKEND_KEY, json.dumps(target))
+    elif recorded and config.backend == "auto":
+        target = json.loads(recorded)
+    else:
+        if recorded:
+            with store.transaction():
+                store.set_meta(BACKEND_KEY, "")  # back to a local kind
+        return config.backend, None
+    options = VectorIndexOptions(milvus_uri=target["uri"], milvus_collection=target["collection"])
+    return "milvus", options
 
 
 class DerivedVectors:
@@ -111,9 +159,12 @@ class DerivedVectors:
     stored vectors that relevance scores compare a query with.
     """
 
-    def __init__(self, store: Store, backend: str) -> None:
+    def __init__(
+        self, store: Store, backend: str, options: VectorIndexOptions | None = None
+    ) -> None:
         self.store = store
         self.backend = backend
+        self.options = options
         self.path = store.directory / VECTORS_NAME
         self._index: VectorIndex | None = None
         self._generation = -1
@@ -139,14 +190,16 @@ class DerivedVectors:
         if stale is None and self.path.is_file():
             try:
                 stale, saved_generation = load_vector_index(self.path)
-                if saved_generation == generation and stale.dim == dim:
+                milvus = "milvus" in (self.backend, stale.kind)  # moving to or from Milvus
+                fits = not milvus or kind_fits(stale, self.backend, len(stale), self.options)
+                if saved_generation == generation and stale.dim == dim and fits:
                     self._index, self._generation = stale, generation
                     return None
                 if saved_generation > generation:
                     stale = None  # from another database: its ids mean nothing here
             except CrossmodalError as exc:
                 log.warning("%s: %s; rebuilding it from the database", self.path, exc)
-        synced = sync_vector_index(self.store, stale, self.backend, dim)
+        synced = sync_vector_index(self.store, stale, self.backend, dim, self.options)
         try:
             synced.index.save(self.path, generation=generation)
         except OSError as exc:  # a read-only index directory: search from memory

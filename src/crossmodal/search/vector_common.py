@@ -6,6 +6,7 @@ the options' measured defaults and how ``allowed`` and removal work.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -19,7 +20,7 @@ FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-KINDS = ("exact", "flat", "hnsw", "ivfpq")  # what build_vector_index accepts, besides "auto"
+KINDS = ("exact", "flat", "hnsw", "ivfpq", "milvus")  # build_vector_index's kinds, and "auto"
 
 
 # --------------------------------------------------------------------------------------------
@@ -46,9 +47,23 @@ class VectorIndexOptions:
     train_size: int = 100_000  # vectors sampled to train SQ8, IVF and PQ
     exact_scan_limit: int = 10_000  # allowed sets up to this size are scanned exactly
     seed: int = 0  # of the training sample
+    milvus_uri: str = ""  # the milvus kind: a Milvus Lite file or http(s)://host:port
+    milvus_collection: str = "crossmodal"  # the milvus kind's collection
+    milvus_index: str = "HNSW"  # the milvus kind's index: HNSW, or FLAT (exact)
 
     def __post_init__(self) -> None:
+        if self.milvus_index not in ("HNSW", "FLAT"):
+            raise ConfigError(
+                f"VectorIndexOptions.milvus_index: HNSW or FLAT, not {self.milvus_index!r}"
+            )
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", self.milvus_collection):
+            raise ConfigError(
+                f"VectorIndexOptions.milvus_collection: {self.milvus_collection!r} is not a "
+                "Milvus name (letters, digits and _, not starting with a digit)"
+            )
         for f in fields(self):
+            if f.name.startswith("milvus_"):
+                continue
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(

@@ -82,6 +82,7 @@ import numpy.typing as npt
 from crossmodal.errors import ConfigError
 from crossmodal.search.exact_index import ExactIndex
 from crossmodal.search.faiss_index import FaissIndex, _faiss, _new_faiss_index
+from crossmodal.search.milvus_index import read_handle
 from crossmodal.search.vector_common import (
     KINDS,
     FloatArray,
@@ -222,8 +223,14 @@ def build_vector_index(
         exact = ExactIndex(dim)
         exact.add(id_arr, vec)
         return exact
-    faiss = _faiss()
     options = options or VectorIndexOptions()
+    if kind == "milvus":
+        from crossmodal.search.milvus_index import MilvusIndex
+
+        milvus = MilvusIndex(dim, options, create=True)
+        milvus.add(id_arr, vec)
+        return milvus
+    faiss = _faiss()
     if kind in ("hnsw", "ivfpq") and n < MIN_TRAIN_VECTORS:
         log.info("%d vectors are too few to train %r: building 'flat'", n, kind)
         kind = "flat"
@@ -244,6 +251,17 @@ def read_vector_index_header(path: str | os.PathLike[str]) -> VectorIndexHeader:
     Raises:
         InputError: the file is missing, truncated or not a vector index.
     """
+    handle = read_handle(Path(path))
+    if handle is not None:
+        return VectorIndexHeader(
+            format=1,
+            kind="milvus",
+            dim=int(handle["dim"]),
+            count=int(handle["count"]),
+            tombstones=0,
+            generation=int(handle["generation"]),
+            options=VectorIndexOptions(**handle["options"]),
+        )
     with _open(path) as f:
         return _IndexFile(Path(path), f).header
 
@@ -256,6 +274,13 @@ def load_vector_index(path: str | os.PathLike[str]) -> tuple[VectorIndex, int]:
             (the message names the file; rebuild the index from the source vectors).
         BackendUnavailableError: a FAISS index without ``faiss-cpu`` installed.
     """
+    handle = read_handle(Path(path))
+    if handle is not None:  # a milvus index: reconnect to its collection
+        from crossmodal.search.milvus_index import MilvusIndex
+
+        options = VectorIndexOptions(**handle["options"])
+        generation = int(handle["generation"])
+        return MilvusIndex(int(handle["dim"]), options, generation=generation), generation
     with _open(path) as f:
         file = _IndexFile(Path(path), f)
         h = file.header
