@@ -7,6 +7,7 @@ Argument parsing and printing only; the work is in :mod:`crossmodal.data.cleanin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,21 @@ def add_extract(commands: Any) -> None:
     p.add_argument("--layout", default="parquet", choices=("parquet", "npy"))
     p.add_argument("--shard-size", type=int, default=10_000, help="images per shard (10000)")
     p.add_argument("--no-texts", action="store_true", help="images only, no caption embeddings")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="local: this process; ray: Ray actors, one model each (crossmodal[scale])",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --engine ray: a running cluster (auto, ray://HOST:10001); default a local Ray",
+    )
+    p.add_argument("--ray-actors", type=int, default=2, help="with --engine ray: actors (2)")
+    p.add_argument(
+        "--ray-gpus", type=float, default=0.0, help="with --engine ray: GPUs per actor (0)"
+    )
     _add_columns(p)
     _add_run_options(p, batch_size=64)
     p.set_defaults(data_command="extract")
@@ -179,14 +195,26 @@ def run_extract(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    source = open_source(args.source, tree=True, **_manifest_options(args))
-    encoder = load_encoder(args.model, device=args.device, precision=args.precision)
-    report = extract_features(source, encoder, args.out, config)
+    options = {"tree": True, **_manifest_options(args)}
+    if args.engine == "ray":
+        from crossmodal.data.extract_ray import RayConfig, SourceSpec, extract_features_ray
+
+        ray = RayConfig(address=args.ray_address, actors=args.ray_actors, num_gpus=args.ray_gpus)
+        spec = SourceSpec(os.path.abspath(args.source), options)
+        report = extract_features_ray(
+            spec, args.model, args.out, config, ray, device=args.device, precision=args.precision
+        )
+        model = args.model
+    else:
+        source = open_source(args.source, **options)
+        encoder = load_encoder(args.model, device=args.device, precision=args.precision)
+        report = extract_features(source, encoder, args.out, config)
+        model = encoder.spec
     resumed = f", {report.skipped} already complete" if report.skipped else ""
     print(
         f"wrote {report.written} of {report.shards} shard(s){resumed} to {args.out}: "
         f"{report.images:,} images and {report.texts:,} captions in {report.seconds:.1f}s "
-        f"({report.images_per_s:.1f} images/s) with {encoder.spec}"
+        f"({report.images_per_s:.1f} images/s) with {model}"
     )
     for source_name, reason in report.failures[:5]:
         print(f"  skipped {source_name}: {reason}", file=sys.stderr)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ __all__ = [
     "load_image_features",
     "read_feature_shards",
     "read_state",
+    "remove_stale_temps",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ def extract_features(
     started = time.perf_counter()
     out = Path(out_dir)
     _check_state(out, encoder, config, source.name)
+    remove_stale_temps(out)  # a killed run's half-written files (this run writes alone)
     embedder = Embedder(
         encoder,
         EmbedConfig(batch_size=config.batch_size, workers=config.workers, on_error="skip"),
@@ -137,6 +140,16 @@ def extract_features(
             bar.update(len(shard))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def remove_stale_temps(out: Path) -> int:
+    """Delete temporary files a killed writer left under ``out`` (never a finished file)."""
+    removed = 0
+    for tmp in out.rglob(".*.tmp"):
+        if re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", tmp.name):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _shard_samples(samples: list[Sample], k: int, config: ExtractConfig) -> list[Sample]:

@@ -1,0 +1,151 @@
+"""``crossmodal data extract --engine ray`` on a real local Ray instance (2 CPUs).
+
+The shards Ray writes equal the single-process ones, and killing an actor in the middle of
+the job still leaves every shard exactly once, equal to a run that was never disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from crossmodal.data.extract import (
+    ExtractConfig,
+    extract_features,
+    read_feature_shards,
+)
+from crossmodal.data.sources import open_source
+from crossmodal.encoders import load_encoder
+from tests.planted import COLOURS, shape_image
+
+ray = pytest.importorskip("ray", reason="pip install 'crossmodal[scale]'")
+pytest.importorskip("ray.data")
+
+from crossmodal.data.extract_ray import RayConfig, SourceSpec, extract_features_ray  # noqa: E402
+
+TOKEN = Path.home() / ".ray" / "auth_token"
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    """A local Ray with 2 CPUs and token authentication off, shut down afterwards."""
+    had_token = TOKEN.exists()
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+        assert TOKEN.exists() == had_token  # the tests leave no token behind
+
+
+def _folder(root: Path, n: int, size: int) -> Path:
+    root.mkdir(parents=True)
+    colours = list(COLOURS)
+    for i in range(n):
+        picture = shape_image(colours[i % len(colours)], ("circle", "square")[i % 2], size)
+        picture.rotate(i * 7, fillcolor="white").save(root / f"{i:04d}.png")
+    return root
+
+
+def _shards(out: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
+    rows: list[dict[str, Any]] = []
+    vectors = []
+    for shard in read_feature_shards(out):
+        rows += shard.rows
+        vectors.append(shard.image_embeddings)
+    return rows, np.concatenate(vectors)
+
+
+def _actor_pids() -> list[int]:
+    """Processes of the extraction's Ray actors (Ray titles them after the actor's class)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:  # gone meanwhile
+            continue
+        if b"_ShardWriter" in title:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _single_process(folder: Path, out: Path, config: ExtractConfig) -> None:
+    source = open_source(folder, tree=True)
+    extract_features(source, load_encoder("native:emoji-mini", device="cpu"), out, config)
+
+
+def test_ray_writes_the_single_process_shards(local_ray: Any, tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "pics", 200, 64)
+    config = ExtractConfig(shard_size=50, batch_size=32)
+    _single_process(folder, tmp_path / "local", config)
+    spec = SourceSpec(str(folder), {"tree": True})
+    report = extract_features_ray(
+        spec, "native:emoji-mini", tmp_path / "ray", config, RayConfig(actors=2, num_cpus=0.5)
+    )
+    assert (report.shards, report.written, report.images) == (4, 4, 200)
+    rows, vectors = _shards(tmp_path / "ray")
+    want_rows, want = _shards(tmp_path / "local")
+    assert rows == want_rows
+    np.testing.assert_allclose(vectors, want, rtol=0, atol=1e-5)
+    again = extract_features_ray(
+        spec, "native:emoji-mini", tmp_path / "ray", config, RayConfig(actors=2, num_cpus=0.5)
+    )
+    assert (again.written, again.skipped) == (0, 4)  # resumed: nothing left to do
+
+
+def test_killing_an_actor_mid_job_still_writes_every_shard_once(
+    local_ray: Any, tmp_path: Path
+) -> None:
+    folder = _folder(tmp_path / "pics", 240, 900)  # large pictures: seconds of decoding
+    config = ExtractConfig(shard_size=20, batch_size=20)
+    out = tmp_path / "ray"
+    spec = SourceSpec(str(folder), {"tree": True})
+    result: dict[str, Any] = {}
+
+    def job() -> None:
+        try:
+            result["report"] = extract_features_ray(
+                spec, "native:emoji-mini", out, config, RayConfig(actors=2, num_cpus=0.5)
+            )
+        except BaseException as exc:  # reported by the assertion below
+            result["error"] = exc
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    deadline = time.monotonic() + 300
+    killed = None
+    while killed is None:
+        assert time.monotonic() < deadline and thread.is_alive(), result
+        done = list(out.glob("part-*.parquet"))
+        alive = _actor_pids()
+        if done and alive and len(done) < 12:
+            killed = alive[0]
+            os.kill(killed, signal.SIGKILL)  # an actor dies mid-job
+        time.sleep(0.05)
+    thread.join(timeout=300)
+    assert "error" not in result, result.get("error")
+    report = result["report"]
+    assert report.shards == 12 and len(list(out.glob("part-*.parquet"))) == 12
+    rows, vectors = _shards(out)
+    assert len(rows) == 240 and len({r["image"] for r in rows}) == 240  # each image once
+    _single_process(folder, tmp_path / "local", config)
+    want_rows, want = _shards(tmp_path / "local")
+    assert rows == want_rows
+    np.testing.assert_allclose(vectors, want, rtol=0, atol=1e-5)
+    assert not list(out.rglob("*.tmp*"))  # no half-written file left by the killed actor
