@@ -149,3 +149,26 @@ def test_killing_an_actor_mid_job_still_writes_every_shard_once(
     assert rows == want_rows
     np.testing.assert_allclose(vectors, want, rtol=0, atol=1e-5)
     assert not list(out.rglob("*.tmp*"))  # no half-written file left by the killed actor
+
+
+def test_index_with_the_ray_engine(
+    local_ray: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from crossmodal.cli.main import main
+    from crossmodal.search.index import Index
+
+    folder = _folder(tmp_path / "pics", 30, 64)
+    db = tmp_path / "db"
+    args = ["index", str(folder), "--db", str(db), "--engine", "ray", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "ray: 30 picture(s)" in out and "30 from extracted features" in out
+    assert main(["index", str(folder), "--db", str(tmp_path / "local"), "--no-progress"]) == 0
+    with Index.open(db) as ray_index, Index.open(tmp_path / "local") as local_index:
+        for query in ("red circle", "blue square"):
+            got = [(h.path, h.score) for h in ray_index.search(query, k=5)]
+            want = [(h.path, h.score) for h in local_index.search(query, k=5)]
+            assert [p for p, _ in got] == [p for p, _ in want]
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+    assert main(args) == 0  # again: nothing to embed, the shards are complete
+    assert "unchanged 30" in capsys.readouterr().out

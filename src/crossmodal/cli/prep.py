@@ -14,7 +14,16 @@ from typing import Any
 
 from crossmodal.errors import ConfigError
 
-__all__ = ["add_clean", "add_extract", "add_label", "run_clean", "run_extract", "run_label"]
+__all__ = [
+    "add_clean",
+    "add_engine_arguments",
+    "add_extract",
+    "add_label",
+    "ray_config",
+    "run_clean",
+    "run_extract",
+    "run_label",
+]
 
 
 def _add_source_and_model(p: argparse.ArgumentParser) -> None:
@@ -145,6 +154,32 @@ def add_label(commands: Any) -> None:
     p.set_defaults(data_command="label")
 
 
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """``--engine local|ray`` and the Ray options (``data extract``, ``index``)."""
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="local: this process; ray: Ray actors, one model each (crossmodal[scale])",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --engine ray: a running cluster (auto, ray://HOST:10001); default a local Ray",
+    )
+    p.add_argument("--ray-actors", type=int, default=2, help="with --engine ray: actors (2)")
+    p.add_argument(
+        "--ray-gpus", type=float, default=0.0, help="with --engine ray: GPUs per actor (0)"
+    )
+
+
+def ray_config(args: argparse.Namespace) -> Any:
+    """The :class:`RayConfig` the engine arguments ask for."""
+    from crossmodal.data.extract_ray import RayConfig
+
+    return RayConfig(address=args.ray_address, actors=args.ray_actors, num_gpus=args.ray_gpus)
+
+
 def add_extract(commands: Any) -> None:
     """Register ``data extract``."""
 
@@ -161,21 +196,7 @@ def add_extract(commands: Any) -> None:
     p.add_argument("--layout", default="parquet", choices=("parquet", "npy"))
     p.add_argument("--shard-size", type=int, default=10_000, help="images per shard (10000)")
     p.add_argument("--no-texts", action="store_true", help="images only, no caption embeddings")
-    p.add_argument(
-        "--engine",
-        default="local",
-        choices=("local", "ray"),
-        help="local: this process; ray: Ray actors, one model each (crossmodal[scale])",
-    )
-    p.add_argument(
-        "--ray-address",
-        default=None,
-        help="with --engine ray: a running cluster (auto, ray://HOST:10001); default a local Ray",
-    )
-    p.add_argument("--ray-actors", type=int, default=2, help="with --engine ray: actors (2)")
-    p.add_argument(
-        "--ray-gpus", type=float, default=0.0, help="with --engine ray: GPUs per actor (0)"
-    )
+    add_engine_arguments(p)
     _add_columns(p)
     _add_run_options(p, batch_size=64)
     p.set_defaults(data_command="extract")
@@ -197,9 +218,9 @@ def run_extract(args: argparse.Namespace) -> int:
     )
     options = {"tree": True, **_manifest_options(args)}
     if args.engine == "ray":
-        from crossmodal.data.extract_ray import RayConfig, SourceSpec, extract_features_ray
+        from crossmodal.data.extract_ray import SourceSpec, extract_features_ray
 
-        ray = RayConfig(address=args.ray_address, actors=args.ray_actors, num_gpus=args.ray_gpus)
+        ray = ray_config(args)
         spec = SourceSpec(os.path.abspath(args.source), options)
         report = extract_features_ray(
             spec, args.model, args.out, config, ray, device=args.device, precision=args.precision

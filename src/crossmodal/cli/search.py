@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crossmodal.cli.prep import add_engine_arguments, ray_config
 from crossmodal.errors import InputError
 
 EXT_VIDEO_HELP = "seconds between sampled video frames (2)"
@@ -78,6 +79,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--milvus-collection", default=None, help="with --backend milvus: the collection name"
     )
+    add_engine_arguments(p)
     p.add_argument(
         "--features",
         type=Path,
@@ -138,6 +140,31 @@ def _load_features(folders: list[Path], model: str) -> dict[str, Any]:
     return features
 
 
+def _ray_features(args: argparse.Namespace, index: Any) -> list[Path]:
+    """Embed the folders and manifests among the paths on Ray, into resumable shards kept
+    in the index directory; the index then takes their vectors instead of embedding."""
+    import hashlib
+
+    from crossmodal.data.extract import ExtractConfig
+    from crossmodal.data.extract_ray import SourceSpec, extract_features_ray
+    from crossmodal.search.entries import is_manifest
+
+    config = ExtractConfig(shard_size=1000, texts=False, batch_size=args.batch_size)
+    folders = []
+    for path in (os.path.abspath(p) for p in args.paths):
+        if os.path.isdir(path):
+            spec = SourceSpec(path, {"tree": True})
+        elif is_manifest(path):
+            spec = SourceSpec(path, {"on_missing": "skip"})
+        else:
+            continue  # single files (and videos' frames) are embedded here
+        out = index.directory / "ray-features" / hashlib.sha256(path.encode()).hexdigest()[:16]
+        report = extract_features_ray(spec, index.model, out, config, ray_config(args))
+        print(f"ray: {report.images} picture(s) of {path} embedded in {report.seconds:.1f}s")
+        folders.append(out)
+    return folders
+
+
 def run_index(args: argparse.Namespace) -> int:
     """Index the paths, or print the problem report."""
     from crossmodal.search.index import Index, IndexConfig
@@ -170,7 +197,10 @@ def run_index(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     with Index.open(db, config, create=not args.refresh) as index:
-        features = _load_features(args.features, index.encoder.spec)
+        folders = list(args.features)
+        if args.engine == "ray" and not args.refresh:
+            folders += _ray_features(args, index)
+        features = _load_features(folders, index.encoder.spec)
         report = index.refresh() if args.refresh else index.add(args.paths, features=features)
         total = len(index)
         model = index.model
