@@ -98,6 +98,20 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--unlocked-blocks", type=int, default=0, help="last N blocks stay trainable")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps per checkpoint")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="local: this process (or torchrun's); ray: Ray Train workers (crossmodal[scale])",
+    )
+    p.add_argument("--ray-address", default=None, help="with --engine ray: a running cluster")
+    p.add_argument("--ray-workers", type=int, default=2, help="with --engine ray: workers (2)")
+    p.add_argument(
+        "--ray-cpus", type=float, default=1.0, help="with --engine ray: CPUs per worker (1)"
+    )
+    p.add_argument(
+        "--ray-gpus", type=float, default=0.0, help="with --engine ray: GPUs per worker (0)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of weights, order, augmentation")
     p.add_argument("--no-augment", action="store_true", help="no random crop or rotation")
     p.add_argument(
@@ -266,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
         return run_classify(args)
     if args.model is None:
         raise ConfigError("train: --model is required (a registered name or native:NAME@weights)")
+    if args.engine == "ray":
+        return _run_on_ray(args)
     from crossmodal.models.weights import save_weights
     from crossmodal.train import distributed
     from crossmodal.train.loop import train
@@ -289,6 +305,24 @@ def run(args: argparse.Namespace) -> int:
     print(_summary(job, result, weights))
     if args.eval_data:
         print(_evaluate(weights, args.eval_data, Path(args.out) / "eval", args.device))
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace) -> int:
+    """The same command on Ray Train workers (:mod:`crossmodal.train.ray_launch`)."""
+    from crossmodal.train.ray_launch import RayTrainConfig, launch_on_ray
+
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        raise ConfigError("--engine ray needs the command line (run through crossmodal's main)")
+    config = RayTrainConfig(
+        workers=args.ray_workers,
+        address=args.ray_address,
+        cpus_per_worker=args.ray_cpus,
+        gpus_per_worker=args.ray_gpus,
+    )
+    launch_on_ray([*argv, "--engine", "local"], Path(args.out), config)
+    print(f"trained on {config.workers} Ray worker(s); outputs in {args.out}")
     return 0
 
 
