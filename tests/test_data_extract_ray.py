@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +29,6 @@ ray = pytest.importorskip("ray", reason="pip install 'crossmodal[scale]'")
 pytest.importorskip("ray.data")
 
 from crossmodal.data.extract_ray import RayConfig, SourceSpec, extract_features_ray  # noqa: E402
-
-TOKEN = Path.home() / ".ray" / "auth_token"
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[Any]:
-    """A local Ray with 2 CPUs and token authentication off, shut down afterwards."""
-    had_token = TOKEN.exists()
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
-        assert TOKEN.exists() == had_token  # the tests leave no token behind
 
 
 def _folder(root: Path, n: int, size: int) -> Path:

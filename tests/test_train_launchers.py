@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,24 +51,6 @@ def test_torchrun_two_processes_follow_one_process(
     _same_weights(out, one_process)
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[Any]:
-    ray = pytest.importorskip("ray", reason="pip install 'crossmodal[scale]'")
-    pytest.importorskip("ray.train.torch")
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
-
-
 def test_ray_train_workers_follow_one_process(
     manifest: Path,  # noqa: F811
     one_process: Path,
@@ -77,6 +58,7 @@ def test_ray_train_workers_follow_one_process(
     local_ray: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    pytest.importorskip("ray.train.torch")
     out = tmp_path / "ray"
     engine = ["--engine", "ray", "--ray-workers", "2", "--ray-cpus", "0.5"]
     assert main(_args(manifest, out, "--steps", STEPS, *engine)) == 0
