@@ -391,3 +391,30 @@ def test_sample_is_a_frozen_record() -> None:
     assert (sample.captions, sample.label) == ((), None)
     with pytest.raises(AttributeError):
         sample.label = "y"  # type: ignore[misc]
+
+
+def test_shards_by_url_stream_like_local_ones(tmp_path: Path) -> None:
+    """URL shards (through fsspec; ``file://`` here, ``s3://`` and the like elsewhere)."""
+    pytest.importorskip("fsspec", reason="pip install 'crossmodal[scale]'")
+    for k in range(3):
+        write_shard(tmp_path / f"part-{k}.tar", shard_members(f"s{k}-", 4))
+    local = list(open_source(str(tmp_path / "part-{0..2}.tar")))
+    for url in (f"file://{tmp_path}/part-{{0..2}}.tar", f"file://{tmp_path}/part-*.tar"):
+        source = open_source(url)
+        assert source.shards[0].startswith("file://")
+        remote = list(source)
+        assert [(s.source.split("/")[-1], s.captions) for s in remote] == [
+            (s.source.split("/")[-1], s.captions) for s in local
+        ]
+        assert [s.image.tobytes() for s in remote] == [s.image.tobytes() for s in local]  # type: ignore[union-attr]
+    cut = (tmp_path / "part-1.tar").read_bytes()
+    (tmp_path / "part-1.tar").write_bytes(cut[:2000])  # truncated in its second key
+    source = open_source(f"file://{tmp_path}/part-{{0..3}}.tar")  # part-3 does not exist
+    samples = list(source)
+    assert 8 <= len(samples) < 10  # shards 0 and 2 whole, at most the first key of 1
+    reasons = " ".join(f"{s.source} {s.reason}" for s in source.skipped)
+    assert "part-3.tar" in reasons and "part-1.tar" in reasons
+    with pytest.raises(InputError, match="manifests are read from local files"):
+        open_source("s3://bucket/train.jsonl")
+    with pytest.raises(InputError, match="matches no shard"):
+        open_source(f"file://{tmp_path}/none-*.tar")

@@ -1,4 +1,10 @@
-"""WebDataset shards: tar files whose members are grouped by key into samples."""
+"""WebDataset shards: tar files whose members are grouped by key into samples.
+
+Shards are local paths or URLs that fsspec opens (``s3://bucket/laion/{00000..00999}.tar``,
+``gs://…``, ``https://…``, ``file://…``; the protocol's fsspec package must be installed, e.g.
+``s3fs``). A URL shard is streamed, member after member, never downloaded whole; globs in
+URLs are expanded by the store's own listing.
+"""
 
 from __future__ import annotations
 
@@ -77,12 +83,20 @@ class WebDatasetSource:
     def _read_shard(self, shard: str) -> Iterator[Sample]:
         """Samples of one shard; an unreadable shard is recorded and yields nothing."""
         try:
-            with tarfile.open(shard, mode="r:") as tar:
-                yield from self._read_members(shard, tar)
+            if is_url(shard):
+                with _fsspec().open(shard, "rb") as stream:
+                    counted = _Counted(stream)
+                    with tarfile.open(fileobj=counted, mode="r|") as tar:  # type: ignore[call-overload]
+                        yield from self._read_members(shard, tar, counted)
+            else:
+                with tarfile.open(shard, mode="r:") as tar:
+                    yield from self._read_members(shard, tar)
         except (tarfile.TarError, OSError) as exc:  # only opening raises: members are guarded
             self._skip(shard, f"not a readable tar file ({exc}); the whole shard was skipped")
 
-    def _read_members(self, shard: str, tar: tarfile.TarFile) -> Iterator[Sample]:
+    def _read_members(
+        self, shard: str, tar: tarfile.TarFile, stream: _Counted | None = None
+    ) -> Iterator[Sample]:
         """Group members by key; a key cut by corruption is dropped with the rest of the shard."""
         key: str | None = None
         members: dict[str, bytes] = {}
@@ -96,8 +110,11 @@ class WebDatasetSource:
                         yield from self._sample(shard, key, members)
                     key, members = match.group(1), {}
                 handle = tar.extractfile(info)
-                members[match.group(2).lower()] = handle.read() if handle else b""
-            cut = _trailing_garbage(shard, tar)
+                data = handle.read() if handle else b""
+                if len(data) != info.size:
+                    raise tarfile.ReadError(f"{info.name} cut at {len(data)} of {info.size} bytes")
+                members[match.group(2).lower()] = data
+            cut = _trailing_garbage(shard, tar, stream)
         except (tarfile.TarError, OSError) as exc:
             cut = f"{type(exc).__name__}: {exc}"
         if cut is None and key is not None:
@@ -166,11 +183,31 @@ class WebDatasetSource:
         self.skipped.append(Skipped(source, reason))
 
 
-def _trailing_garbage(shard: str, tar: tarfile.TarFile) -> str | None:
+class _Counted:
+    """A read-only stream that counts the bytes read through it."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.stream.read(size)
+        self.count += len(data)
+        return data
+
+
+def _trailing_garbage(
+    shard: str, tar: tarfile.TarFile, stream: _Counted | None = None
+) -> str | None:
     """Why the shard ended early, or None when only the end-of-archive zeros follow.
 
     :mod:`tarfile` stops without a word at a corrupt or cut header after the first member.
+    A streamed (URL) shard cannot be read again: it must at least hold the two zero blocks
+    of the end-of-archive marker after its last member.
     """
+    if stream is not None:
+        end = tar.offset + 2 * tarfile.BLOCKSIZE
+        return None if stream.count >= end else f"no end-of-archive marker after byte {tar.offset}"
     size = os.path.getsize(shard)
     if tar.offset >= size:
         return f"no end-of-archive marker after byte {tar.offset}"
@@ -194,7 +231,9 @@ def expand_shards(paths_or_glob: PathLike | Sequence[PathLike]) -> list[str]:
     shards: dict[str, None] = {}  # insertion-ordered set
     for spec in _shard_specs(paths_or_glob):
         for pattern in _expand_braces(spec):
-            if any(c in pattern for c in "*?["):
+            if is_url(pattern):
+                shards.update(dict.fromkeys(_expand_url(pattern)))
+            elif any(c in pattern for c in "*?["):
                 found = sorted(glob.glob(pattern))
                 if not found:
                     raise InputError(f"{pattern}: matches no shard file")
@@ -206,6 +245,40 @@ def expand_shards(paths_or_glob: PathLike | Sequence[PathLike]) -> list[str]:
     if not shards:
         raise InputError("no shard named; pass a .tar path, a glob or a brace list")
     return list(shards)
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` is a URL (``scheme://…``) rather than a local path."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+
+
+def _fsspec() -> Any:
+    try:
+        import fsspec
+    except ImportError as exc:
+        from crossmodal.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("WebDataset shards by URL", "scale", "fsspec") from exc
+    return fsspec
+
+
+def _expand_url(pattern: str) -> list[str]:
+    """A URL as is, or the sorted URLs its glob matches (through the store's listing).
+
+    Raises:
+        InputError: A glob matches nothing, or the store cannot be listed.
+    """
+    if not any(c in pattern for c in "*?["):
+        return [pattern]  # read (or recorded as unreadable) when its turn comes
+    fsspec = _fsspec()
+    try:
+        fs, _, paths = fsspec.get_fs_token_paths(pattern)
+        found = sorted(paths)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{pattern}: cannot list the shards ({exc})") from exc
+    if not found:
+        raise InputError(f"{pattern}: matches no shard file")
+    return [fs.unstrip_protocol(p) for p in found]
 
 
 def _shard_specs(paths_or_glob: PathLike | Sequence[PathLike]) -> list[str]:

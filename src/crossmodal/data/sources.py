@@ -23,7 +23,7 @@ from typing import Any
 from crossmodal.data.files import find_images, is_image_path
 from crossmodal.data.manifests import ManifestSource
 from crossmodal.data.samples import DataSource, PathLike, Sample, Skipped
-from crossmodal.data.shards import WebDatasetSource, _expand_braces, expand_shards
+from crossmodal.data.shards import WebDatasetSource, _expand_braces, expand_shards, is_url
 from crossmodal.errors import ConfigError, InputError
 
 __all__ = [
@@ -154,6 +154,11 @@ def open_source(path: PathLike, *, tree: Any = False, **options: Any) -> DataSou
         ConfigError: An option that the chosen source does not take.
     """
     text = os.fspath(path)
+    if is_url(text) and Path(text).suffix.lower() in _MANIFEST_SUFFIXES:
+        raise InputError(
+            f"{text}: manifests are read from local files; copy it here (WebDataset .tar "
+            "shards, by contrast, are streamed from URLs)"
+        )
     kind: type[FolderSource] | type[ImageTreeSource] | type[ManifestSource] | type[WebDatasetSource]
     if os.path.isdir(text):
         kind = ImageTreeSource if tree else FolderSource
