@@ -151,3 +151,42 @@ def test_index_with_the_ray_engine(
             np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
     assert main(args) == 0  # again: nothing to embed, the shards are complete
     assert "unchanged 30" in capsys.readouterr().out
+
+
+def test_one_shard_per_input_tar(local_ray: Any, tmp_path: Path) -> None:
+    """WebDataset input, ``shard_by="input"``: output shard k is input tar k, on Ray too."""
+    from crossmodal.errors import ConfigError
+    from tests.test_eval_data import shard_members, write_shard
+
+    for k, n in enumerate((5, 3, 7)):
+        write_shard(tmp_path / f"in-{k}.tar", shard_members(f"k{k}-", n))
+    pattern = str(tmp_path / "in-{0..2}.tar")
+    config = ExtractConfig(shard_by="input", batch_size=8)
+    local = extract_features(
+        open_source(pattern),
+        load_encoder("native:emoji-mini", device="cpu"),
+        tmp_path / "a",
+        config,
+    )
+    assert (local.shards, local.images) == (3, 15)
+    report = extract_features_ray(
+        SourceSpec(pattern, {}),
+        "native:emoji-mini",
+        tmp_path / "b",
+        config,
+        RayConfig(num_cpus=0.5),
+    )
+    assert (report.shards, report.images) == (3, 15)
+    sizes = [len(shard.rows) for shard in read_feature_shards(tmp_path / "b")]
+    assert sizes == [5, 3, 7]
+    rows, vectors = _shards(tmp_path / "b")
+    want_rows, want = _shards(tmp_path / "a")
+    assert rows == want_rows
+    np.testing.assert_allclose(vectors, want, rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="WebDataset"):
+        extract_features(
+            open_source(_folder(tmp_path / "pics", 1, 32), tree=True),
+            load_encoder("native:emoji-mini", device="cpu"),
+            tmp_path / "c",
+            config,
+        )

@@ -195,6 +195,13 @@ def add_extract(commands: Any) -> None:
     _add_source_and_model(p)
     p.add_argument("--layout", default="parquet", choices=("parquet", "npy"))
     p.add_argument("--shard-size", type=int, default=10_000, help="images per shard (10000)")
+    p.add_argument(
+        "--shard-by",
+        default="count",
+        choices=("count", "input"),
+        help="count: every --shard-size images; input: one shard per WebDataset .tar (read "
+        "only when its shard is made: the way to shard huge WebDataset collections)",
+    )
     p.add_argument("--no-texts", action="store_true", help="images only, no caption embeddings")
     add_engine_arguments(p)
     _add_columns(p)
@@ -210,6 +217,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
     config = ExtractConfig(
         shard_size=args.shard_size,
+        shard_by=args.shard_by,
         layout=args.layout,
         texts=not args.no_texts,
         batch_size=args.batch_size,

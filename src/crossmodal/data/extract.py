@@ -3,9 +3,11 @@
     report = extract_features(open_source("photos.jsonl"), encoder, "feats/", ExtractConfig())
 
 Shard ``k`` holds samples ``[k·shard_size, (k+1)·shard_size)`` of the source, in its (stable)
-order. Each shard is written atomically and its last file is the commit mark, so a killed run
-leaves only whole shards, and running the same command again embeds only the missing ones:
-the result is byte-identical to a run that was never stopped (tested).
+order; with ``shard_by="input"`` (WebDataset sources) it holds the samples of input tar ``k``,
+and a tar is read only when its shard is made. Each shard is written atomically and its last
+file is the commit mark, so a killed run leaves only whole shards, and running the same
+command again embeds only the missing ones: the result is byte-identical to a run that was
+never stopped (tested).
 
 Two layouts:
 
@@ -30,7 +32,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +55,7 @@ __all__ = [
     "read_feature_shards",
     "read_state",
     "remove_stale_temps",
+    "shard_plan",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ class ExtractConfig:
     """How features are extracted and laid out."""
 
     shard_size: int = 10_000  # images per shard: the unit of resume
+    shard_by: Literal["count", "input"] = "count"  # input: one shard per WebDataset .tar
     layout: Literal["parquet", "npy"] = "parquet"  # see the module docstring
     texts: bool = True  # embed each image's first caption too
     batch_size: int = 64  # images per forward pass
@@ -75,6 +79,8 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.batch_size < 1 or self.workers < 1:
             raise ConfigError("shard_size, batch_size and workers must be at least 1")
+        if self.shard_by not in ("count", "input"):
+            raise ConfigError(f"shard_by {self.shard_by!r}: count or input")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"unknown layout {self.layout!r}; use one of {', '.join(LAYOUTS)}")
 
@@ -126,18 +132,15 @@ def extract_features(
         EmbedConfig(batch_size=config.batch_size, workers=config.workers, on_error="skip"),
     )
     report = ExtractReport()
-    samples = list(source)
-    report.shards = -(-len(samples) // config.shard_size)
+    report.shards, samples_of = shard_plan(source, config)
     todo = [k for k in range(report.shards) if not _commit_path(out, k, config).exists()]
     report.skipped = report.shards - len(todo)
-    remaining = sum(len(_shard_samples(samples, k, config)) for k in todo)
-    bar = tqdm(total=remaining, desc="extract", unit="image", disable=not config.progress)
+    bar = tqdm(total=len(todo), desc="extract", unit="shard", disable=not config.progress)
     with bar:
         for k in todo:
-            shard = _shard_samples(samples, k, config)
-            _write_shard(out, k, shard, embedder, config, report)
+            _write_shard(out, k, samples_of(k), embedder, config, report)
             report.written += 1
-            bar.update(len(shard))
+            bar.update(1)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -150,6 +153,45 @@ def remove_stale_temps(out: Path) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def shard_plan(
+    source: DataSource, config: ExtractConfig
+) -> tuple[int, Callable[[int], list[Sample]]]:
+    """How many output shards, and the samples of shard ``k``.
+
+    ``shard_by="count"`` lists the whole source and cuts it every ``shard_size`` samples.
+    ``shard_by="input"`` (WebDataset only) makes output shard ``k`` of input ``.tar`` ``k``
+    and reads a tar only when its shard is made: a process that writes a few shards of a
+    huge collection reads only those tars.
+
+    Raises:
+        ConfigError: ``shard_by="input"`` for a source that is not WebDataset shards.
+    """
+    from crossmodal.data.shards import WebDatasetSource
+
+    if config.shard_by == "input":
+        if not isinstance(source, WebDatasetSource):
+            raise ConfigError(
+                f"{source.name}: one shard per input needs WebDataset .tar shards; "
+                "use --shard-size for folders and manifests"
+            )
+        tars = list(source.shards)
+        return len(tars), lambda k: _tar_samples(tars[k])
+    samples = list(source)
+    count = -(-len(samples) // config.shard_size)
+    return count, lambda k: _shard_samples(samples, k, config)
+
+
+def _tar_samples(tar: str) -> list[Sample]:
+    """The samples of one input tar (none when it is unreadable: it was logged)."""
+    from crossmodal.data.shards import WebDatasetSource
+
+    try:
+        return list(WebDatasetSource(tar))
+    except InputError as exc:  # missing, or not one readable sample
+        log.warning("%s", exc)
+        return []
 
 
 def _shard_samples(samples: list[Sample], k: int, config: ExtractConfig) -> list[Sample]:
@@ -228,6 +270,7 @@ def _check_state(out: Path, encoder: Encoder, config: ExtractConfig, source: str
         "dim": encoder.dim,
         "layout": config.layout,
         "shard_size": config.shard_size,
+        "shard_by": config.shard_by,
         "texts": config.texts,
     }
     path = out / STATE_NAME
@@ -238,6 +281,7 @@ def _check_state(out: Path, encoder: Encoder, config: ExtractConfig, source: str
             raise InputError(
                 f"{path}: unreadable ({exc}); remove it, or use another --out"
             ) from exc
+        saved.setdefault("shard_by", "count")  # written before one shard per input existed
         differ = {k: (saved.get(k), v) for k, v in state.items() if saved.get(k) != v}
         if differ:
             what = ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in differ.items())

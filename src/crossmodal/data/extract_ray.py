@@ -7,13 +7,15 @@ same commit marks, same resume), made by a pool of Ray actors through Ray Data:
                                    ``num_gpus`` each where there are GPUs)
                                    each actor: decode (its threads) → model → write shard k
 
-The unit of work is a shard. An actor opens the source and loads the model once, then for
-each shard number it receives decodes that shard's pictures on its own threads (overlapped
-with the model, as the single-process path does) and writes the shard atomically, commit mark
-last. Decoding stays beside the model on purpose: pixels never travel through Ray's object
-store (a 10,000-image shard of 224-px float pixels is 6 GB), and each shard's files are
-written by one process. What the cluster needs to share is the output folder (a shared file
-system, or a bucket mounted as one) and read access to the source.
+The unit of work is a shard. An actor opens the source and loads the model once (a folder or
+manifest is listed; WebDataset input with ``shard_by="input"`` is not read until a shard
+needs its tar), then for each shard number it receives decodes that shard's pictures on its
+own threads (overlapped with the model, as the single-process path does) and writes the shard
+atomically, commit mark last. Decoding stays beside the model on purpose: pixels never
+travel through Ray's object store (a 10,000-image shard of 224-px float pixels is 6 GB), and
+each shard's files are written by one process. What the cluster needs to share is the
+output folder (a shared file system, or a bucket mounted as one) and read access to the
+source (WebDataset shards may be URLs: :mod:`crossmodal.data.shards`).
 
 Fault tolerance is Ray's: a killed actor is restarted and its shard retried; a shard written
 twice is written identically (atomic files, commit mark last), so every shard appears once,
@@ -39,9 +41,9 @@ from crossmodal.data.extract import (
     _check_state,
     _commit_path,
     _require_pyarrow,
-    _shard_samples,
     _write_shard,
     remove_stale_temps,
+    shard_plan,
 )
 from crossmodal.errors import BackendUnavailableError, ConfigError
 
@@ -110,7 +112,7 @@ class _ShardWriter:
         from crossmodal.encoders import load_encoder
         from crossmodal.encoders.embedder import EmbedConfig, Embedder
 
-        self.samples = list(source.open())
+        _, self.samples_of = shard_plan(source.open(), config)  # "input": no tar read yet
         encoder = load_encoder(model, device=device, precision=precision)
         self.embedder = Embedder(
             encoder,
@@ -124,7 +126,7 @@ class _ShardWriter:
         for k in batch["shard"].tolist():
             report = ExtractReport()
             if not _commit_path(self.out, k, self.config).exists():  # not done by a retry
-                shard = _shard_samples(self.samples, k, self.config)
+                shard = self.samples_of(k)
                 _write_shard(self.out, k, shard, self.embedder, self.config, report)
             images.append(report.images)
             texts.append(report.texts)
@@ -161,8 +163,7 @@ def extract_features_ray(
     probe = load_encoder(model, device="cpu")  # its spec and width guard the output folder
     opened = source.open()
     _check_state(out, probe, config, opened.name)
-    n_samples = sum(1 for _ in opened)
-    report = ExtractReport(shards=-(-n_samples // config.shard_size))
+    report = ExtractReport(shards=shard_plan(opened, config)[0])
     todo = [k for k in range(report.shards) if not _commit_path(out, k, config).exists()]
     report.skipped = report.shards - len(todo)
     remove_stale_temps(out)  # before the actors start: what a killed run left
