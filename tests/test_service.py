@@ -397,3 +397,21 @@ def test_clip_retrieval_metadata_and_indices(open_server: str) -> None:
     ]:
         response = httpx.post(f"{open_server}/knn-service", json=body)
         assert response.status_code == status, (body, response.text)
+
+
+def test_more_like_this_through_a_symlinked_folder(tmp_path: Path) -> None:
+    """Files indexed under a symlinked folder: ids resolve, and their stored vectors are found."""
+    real = tmp_path / "real"
+    real.mkdir()
+    for colour, shape in [("red", "circle"), ("blue", "square")]:
+        shape_image(colour, shape).save(real / f"{colour}_{shape}.png")
+    os.symlink(real, tmp_path / "linked")
+    with Index.open(tmp_path / "db") as index:
+        index.add([tmp_path / "linked"])
+    with running(ServiceSettings(db=tmp_path / "db", port=0)) as url:
+        hit = httpx.post(f"{url}/api/search", json={"text": "blue square", "k": 1}).json()
+        token = hit["hits"][0]["id"]
+        same = httpx.post(f"{url}/api/search", json={"image_id": token, "k": 1}).json()
+        assert same["hits"][0]["name"] == "blue_square.png"
+        assert float(same["hits"][0]["score"]) > 0.99
+        assert httpx.get(f"{url}/api/file/{token}").status_code == 200

@@ -159,8 +159,7 @@ def create_app(settings: ServiceSettings) -> Any:
             parts.append((body.image_weight, picture))
         with service.lock:
             if body.image_id:
-                path = service.resolve(body.image_id)
-                stored = None if path is None else service.index.store.vector_of_file(path)
+                stored = service.stored_vector(body.image_id)
                 if stored is None:
                     raise error(404, "no such image id")
                 parts.append((body.image_weight, stored))

@@ -134,8 +134,7 @@ class Service:
         if url.startswith(own):
             token = url[len(own) :].partition("?")[0]
             with self.lock:
-                path = self.resolve(token)
-                stored = None if path is None else self.index.store.vector_of_file(path)
+                stored = self.stored_vector(token)
             if stored is None:
                 raise error(404, "image_url names no indexed file")
             return stored
@@ -148,6 +147,16 @@ class Service:
 
     def resolve(self, token: str) -> str | None:
         """The path behind an id, if it is valid and still inside its indexed root."""
+        found = self._lookup(token)
+        return None if found is None else found[0]
+
+    def stored_vector(self, token: str) -> npt.NDArray[np.float32] | None:
+        """The stored picture vector behind an id (as :meth:`resolve`, None when invalid)."""
+        found = self._lookup(token)
+        return None if found is None else self.index.store.vector_of_file(found[1])
+
+    def _lookup(self, token: str) -> tuple[str, str] | None:
+        """``(real path, indexed path)`` behind a valid id whose file is inside its root."""
         found: dict[int, tuple[str, str]] = {}
 
         def path_of(file_id: int) -> str | None:
@@ -162,7 +171,7 @@ class Service:
         path, root = found[file_id]
         real = os.path.realpath(path)
         inside = inside_roots(real, (os.path.realpath(root),))
-        return real if inside and os.path.isfile(real) else None
+        return (real, path) if inside and os.path.isfile(real) else None
 
 
 def inside_roots(real: str, roots: tuple[str, ...]) -> bool:
