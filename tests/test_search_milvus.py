@@ -63,6 +63,15 @@ def test_milvus_lite_answers_like_the_exact_backend(tmp_path: Path) -> None:
     header = read_vector_index_header(tmp_path / "lite" / "vectors.idx")
     assert (header.kind, header.count) == ("milvus", len(SHAPES))  # a handle, not vectors
     assert _answers(tmp_path / "lite") == _answers(tmp_path / "exact")
+    # a new process reopens the collection (a Milvus server keeps it released until loaded)
+    command = [sys.executable, "-m", "crossmodal", "search", "red circle", "--json"]
+    found = subprocess.run(
+        [*command, "--db", str(tmp_path / "lite")], capture_output=True, text=True, timeout=120
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
+    first = json.loads(found.stdout.splitlines()[0])
+    assert Path(first["path"]).name == _answers(tmp_path / "exact")[0][0][0]
+    assert "MilvusLite server" not in found.stderr
     folder = str(gallery / "square")  # a filter, pushed down to Milvus as `id in [...]`
     squares = _answers(tmp_path / "lite", folder=folder)
     assert squares == _answers(tmp_path / "exact", folder=folder)
@@ -157,3 +166,30 @@ def test_a_milvus_server_over_the_network(tmp_path: Path, milvus_server: str) ->
     assert client.has_collection("photos")
     rows = client.query("photos", filter="", output_fields=["count(*)"])
     assert rows[0]["count(*)"] == len(SHAPES)
+
+
+def test_the_service_and_its_index_jobs_share_one_milvus_lite_file(tmp_path: Path) -> None:
+    """One process, two users of the Lite file (the service's index and a job's): a job that
+    ends and closes its connection must not stop the file's server under the service."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from crossmodal.service.app import running
+    from crossmodal.service.settings import ServiceSettings
+
+    gallery = _gallery(tmp_path / "photos")
+    _index(str(gallery / "circle"), "--db", str(tmp_path / "db"), "--backend", "milvus")
+    settings = ServiceSettings(db=tmp_path / "db", port=0, roots=(str(gallery),))
+    with running(settings) as url:
+        first = httpx.post(f"{url}/api/search", json={"text": "red", "k": 20}).json()["hits"]
+        assert len(first) == 5
+        job = httpx.post(f"{url}/api/index", json={"paths": [str(gallery / "square")]}).json()
+        deadline = time.monotonic() + 120
+        while (state := httpx.get(f"{url}/api/index/jobs/{job['job']}").json())["state"] in (
+            "queued",
+            "running",
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert state["state"] == "done", state
+        after = httpx.post(f"{url}/api/search", json={"text": "red", "k": 20}).json()["hits"]
+        assert len(after) == 10

@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose == 0:
-        for noisy in ("httpx", "huggingface_hub", "urllib3"):
+        for noisy in ("httpx", "huggingface_hub", "urllib3", "faiss.loader", "milvus_lite"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         code: int = args.run(args)

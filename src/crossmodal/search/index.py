@@ -107,7 +107,8 @@ class Index:
         return cls(Store(path, create=create, threads=threads), config or IndexConfig())
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and a Milvus connection, which frees a Milvus Lite file)."""
+        self._vectors.close()
         self.store.close()
 
     def __enter__(self) -> Index:

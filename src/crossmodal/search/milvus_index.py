@@ -28,7 +28,9 @@ only those; a larger set is searched with the widest ``limit`` Milvus allows and
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -59,25 +61,61 @@ _BATCH = 2_000  # rows per insert, ids per delete or lookup
 TOKEN_ENV = "CROSSMODAL_MILVUS_TOKEN"
 
 
+_LITE_USERS: dict[str, int] = {}  # open MilvusIndex objects per Milvus Lite file, this process
+_LITE_LOCK = threading.Lock()
+
+
 def _client(uri: str) -> Any:
     try:
         from pymilvus import MilvusClient
     except ImportError as exc:
         raise BackendUnavailableError("milvus", "scale", "pymilvus") from exc
-    local = "://" not in uri
-    if local:
+    logging.getLogger("milvus_lite").setLevel(logging.WARNING)  # no start/stop chatter
+    if _is_lite(uri):
         try:
             import milvus_lite  # noqa: F401
         except ImportError as exc:
-            raise BackendUnavailableError(
-                "milvus (Lite, a local file)", "scale", "milvus-lite"
-            ) from exc
-        uri = os.path.abspath(os.path.expanduser(uri))
+            raise BackendUnavailableError("milvus (Lite)", "scale", "milvus-lite") from exc
+        uri = _lite_path(uri)
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""))
+        client = MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""))
     except Exception as exc:  # pymilvus raises its own types for every connection failure
-        raise InputError(f"cannot connect to Milvus at {uri}: {exc}") from exc
+        hint = (
+            "; a Milvus Lite file is open in one process at a time: serve it with "
+            "`milvus-lite server` and pass --milvus-uri http://HOST:PORT to share it"
+            if _is_lite(uri)
+            else ""
+        )
+        raise InputError(f"cannot connect to Milvus at {uri}: {exc}{hint}") from exc
+    if _is_lite(uri):
+        with _LITE_LOCK:
+            _LITE_USERS[uri] = _LITE_USERS.get(uri, 0) + 1
+    return client
+
+
+def _is_lite(uri: str) -> bool:
+    return "://" not in uri
+
+
+def _lite_path(uri: str) -> str:
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def _release(uri: str) -> None:
+    """Stop this process's Milvus Lite server for ``uri`` when its last user closes."""
+    if not _is_lite(uri):
+        return
+    path = _lite_path(uri)
+    with _LITE_LOCK:
+        left = _LITE_USERS.get(path, 1) - 1
+        if left > 0:
+            _LITE_USERS[path] = left
+            return
+        _LITE_USERS.pop(path, None)
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(path)  # frees the file's lock for other processes
 
 
 class MilvusIndex:
@@ -112,6 +150,15 @@ class MilvusIndex:
                 f"Milvus collection {self.collection!r} at {options.milvus_uri} is missing; "
                 "it is rebuilt from the database on the next crossmodal index"
             )
+        else:
+            self.client.load_collection(self.collection)  # a server keeps it released until asked
+
+    def close(self) -> None:
+        """Close the connection; for Milvus Lite, this lets another process open the file."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+            _release(self.options.milvus_uri)
 
     def _create(self) -> None:
         from pymilvus import DataType

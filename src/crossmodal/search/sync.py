@@ -172,6 +172,13 @@ class DerivedVectors:
         if store.created:  # a vector index left beside a new database is not derived from it
             self.path.unlink(missing_ok=True)
 
+    def close(self) -> None:
+        """Let go of what the index holds open (a Milvus connection); reopened on use."""
+        close = getattr(self._index, "close", None)
+        if close is not None:
+            close()
+            self._index, self._generation = None, -1
+
     def current(self) -> VectorIndex | None:
         """The index, in step with the database; ``None`` while nothing is indexed."""
         self.refresh()
