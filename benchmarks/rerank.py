@@ -76,6 +76,18 @@ def main() -> None:
         help="also train on this many style-augmented copies of each training picture",
     )
     p.add_argument(
+        "--captions",
+        default="all",
+        choices=("all", "label"),
+        help="training captions per picture: the label, templates and a tag (all), or the "
+        "label alone (label: the queries' own form)",
+    )
+    p.add_argument(
+        "--freeze-scale",
+        action="store_true",
+        help="keep s (the weight of the embedding cosine) at the encoder's logit scale",
+    )
+    p.add_argument(
         "--eval-style",
         default="openmoji",
         choices=("openmoji", "twemoji", "noto"),
@@ -96,7 +108,8 @@ def main() -> None:
     image_groups = torch.tensor([codes[r["hexcode"]] for r in train_rows])
     captions, positives = [], []
     for i, r in enumerate(train_rows):
-        for caption in r["captions_en"][:4]:  # the label, its templates, a tag
+        kept = r["captions_en"][: 1 if args.captions == "label" else 4]
+        for caption in kept:  # the label (and its templates and a tag, with --captions all)
             captions.append(caption)
             positives.append(i)
     copies = [extract_features(model, images, [""] * len(images))]
@@ -136,6 +149,8 @@ def main() -> None:
     dataset = _Pairs(words[rows], mask[rows], h_t[rows], gallery_tokens, gallery_h_i, candidates)
     scale = float(model.logit_scale.detach().exp().clamp(max=100))
     reranker = Reranker(words.shape[-1], gallery_tokens.shape[-1], logit_scale=scale)
+    if args.freeze_scale:
+        reranker.scale.requires_grad_(False)
     config = TrainConfig(
         model="reranker",
         objective="classification",
