@@ -22,7 +22,14 @@ from PIL import Image, ImageDraw
 
 from tests.badfiles import _png_header_only
 
-__all__ = ["COLOURS", "PlantedCorpus", "make_planted_corpus", "shape_image"]
+__all__ = [
+    "COLOURS",
+    "THREE_SHAPES",
+    "PlantedCorpus",
+    "make_planted_corpus",
+    "shape_gallery",
+    "shape_image",
+]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (221, 46, 68),
@@ -46,6 +53,17 @@ def shape_image(colour: str, shape: str, size: int = 96) -> Image.Image:
     else:
         draw.rounded_rectangle(box, radius=size // 12, fill=COLOURS[colour])
     return image
+
+
+THREE_SHAPES = [("red", "circle"), ("blue", "square"), ("green", "circle")]
+
+
+def shape_gallery(folder: Path, pairs: list[tuple[str, str]]) -> Path:
+    """``folder`` (made) holding ``{colour}_{shape}.png`` for each (colour, shape) pair."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for colour, shape in pairs:
+        shape_image(colour, shape).save(folder / f"{colour}_{shape}.png")
+    return folder
 
 
 def _save_in_mode(picture: Image.Image, path: Path, mode: str) -> None:

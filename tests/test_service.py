@@ -15,7 +15,7 @@ from PIL import Image
 from crossmodal.errors import ConfigError
 from crossmodal.search.index import Index
 from tests.badfiles import _png_header_only
-from tests.planted import shape_image
+from tests.planted import THREE_SHAPES, shape_gallery, shape_image
 
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
@@ -38,15 +38,8 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("service")
-    gallery = root / "gallery"
-    gallery.mkdir()
-    for colour, shape in [
-        ("red", "circle"),
-        ("blue", "square"),
-        ("green", "circle"),
-        ("yellow", "square"),
-    ]:
-        shape_image(colour, shape).save(gallery / f"{colour}_{shape}.png")
+    pairs = [("red", "circle"), ("blue", "square"), ("green", "circle"), ("yellow", "square")]
+    gallery = shape_gallery(root / "gallery", pairs)
     outside = root / "private"
     outside.mkdir()
     secret = outside / "secret.png"
@@ -312,10 +305,7 @@ def _clip_client_class() -> type:
 def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server without a token: clip-retrieval's client cannot send one."""
     root = tmp_path_factory.mktemp("open")
-    gallery = root / "gallery"
-    gallery.mkdir()
-    for colour, shape in [("red", "circle"), ("blue", "square"), ("green", "circle")]:
-        shape_image(colour, shape).save(gallery / f"{colour}_{shape}.png")
+    gallery = shape_gallery(root / "gallery", THREE_SHAPES)
     shape_image("red", "circle").save(gallery / "red_circle_again.png")  # the same content
     with Index.open(root / "db") as index:
         index.add([gallery])
@@ -401,10 +391,7 @@ def test_clip_retrieval_metadata_and_indices(open_server: str) -> None:
 
 def test_more_like_this_through_a_symlinked_folder(tmp_path: Path) -> None:
     """Files indexed under a symlinked folder: ids resolve, and their stored vectors are found."""
-    real = tmp_path / "real"
-    real.mkdir()
-    for colour, shape in [("red", "circle"), ("blue", "square")]:
-        shape_image(colour, shape).save(real / f"{colour}_{shape}.png")
+    real = shape_gallery(tmp_path / "real", [("red", "circle"), ("blue", "square")])
     os.symlink(real, tmp_path / "linked")
     with Index.open(tmp_path / "db") as index:
         index.add([tmp_path / "linked"])

@@ -20,7 +20,7 @@ import pytest
 
 from crossmodal.search.index import Index
 from crossmodal.service.fetch import FetchError, FetchPolicy, fetch, host_allowed
-from tests.planted import shape_image
+from tests.planted import THREE_SHAPES, shape_gallery, shape_image
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -98,10 +98,7 @@ class Servers:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     root = tmp_path_factory.mktemp("fetch")
-    gallery = root / "gallery"
-    gallery.mkdir()
-    for colour, shape in [("red", "circle"), ("blue", "square"), ("green", "circle")]:
-        shape_image(colour, shape).save(gallery / f"{colour}_{shape}.png")
+    gallery = shape_gallery(root / "gallery", THREE_SHAPES)
     with Index.open(root / "db") as index:
         index.add([gallery])
     pictures = ThreadingHTTPServer(("127.0.0.1", 0), _Pictures)

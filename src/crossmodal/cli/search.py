@@ -159,7 +159,9 @@ def _ray_features(args: argparse.Namespace, index: Any) -> list[Path]:
         else:
             continue  # single files (and videos' frames) are embedded here
         out = index.directory / "ray-features" / hashlib.sha256(path.encode()).hexdigest()[:16]
-        report = extract_features_ray(spec, index.model, out, config, ray_config(args))
+        report = extract_features_ray(
+            spec, index.model, out, config, ray_config(args), encoder=index.encoder
+        )
         print(f"ray: {report.images} picture(s) of {path} embedded in {report.seconds:.1f}s")
         folders.append(out)
     return folders

@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -46,6 +46,9 @@ from crossmodal.data.extract import (
     shard_plan,
 )
 from crossmodal.errors import BackendUnavailableError, ConfigError
+
+if TYPE_CHECKING:
+    from crossmodal.encoders.base import Encoder
 
 __all__ = ["RayConfig", "extract_features_ray", "start_ray"]
 
@@ -148,8 +151,12 @@ def extract_features_ray(
     *,
     device: str = "auto",
     precision: str = "auto",
+    encoder: Encoder | None = None,
 ) -> ExtractReport:
     """Embed ``source`` into shards under ``out_dir`` on Ray (see the module doc).
+
+    ``encoder``, when the caller has ``model`` loaded already, saves loading it here for the
+    output folder's check.
 
     Raises:
         ConfigError: ``out_dir`` holds features of another model, layout or shard size.
@@ -158,11 +165,12 @@ def extract_features_ray(
     _require_pyarrow()
     started = time.perf_counter()
     out = Path(out_dir).resolve()
-    from crossmodal.encoders import load_encoder
+    if encoder is None:  # its spec and width guard the output folder; the actors load their own
+        from crossmodal.encoders import load_encoder
 
-    probe = load_encoder(model, device="cpu")  # its spec and width guard the output folder
+        encoder = load_encoder(model, device="cpu")
     opened = source.open()
-    _check_state(out, probe, config, opened.name)
+    _check_state(out, encoder, config, opened.name)
     report = ExtractReport(shards=shard_plan(opened, config)[0])
     todo = [k for k in range(report.shards) if not _commit_path(out, k, config).exists()]
     report.skipped = report.shards - len(todo)

@@ -29,7 +29,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,21 +36,14 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from crossmodal.errors import ConfigError, CrossmodalError, InputError
-from crossmodal.search.entries import (
-    Entry,
-    find_entries,
-    hash_or_reason,
-    is_manifest,
-    problem_of,
-    record_of,
-)
+from crossmodal.errors import ConfigError, InputError
+from crossmodal.search.entries import Entry, find_entries, is_manifest
+from crossmodal.search.ingest import ChunkIngest
 from crossmodal.search.lock import writer_lock
 from crossmodal.search.query import Query
 from crossmodal.search.results import WEAK_RELEVANCE, Hit, IndexConfig, IndexReport, SearchFilter
-from crossmodal.search.store import FileRecord, Problem, Store, VectorRecord
+from crossmodal.search.store import Problem, Store
 from crossmodal.search.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors, vector_backend
-from crossmodal.search.video import sample_frames
 
 if TYPE_CHECKING:
     from crossmodal.encoders.base import Encoder
@@ -272,71 +264,15 @@ class Index:
             disable=not self.config.progress,
             dynamic_ncols=True,
         )
+        ingest = ChunkIngest(self.store, self._embedder, self.config)
         with bar:
             for start in range(0, len(todo), self.config.commit_every):
                 if should_stop is not None and should_stop():
                     report.cancelled = True
                     break
                 chunk = todo[start : start + self.config.commit_every]
-                self._index_chunk(chunk, report, problems, features)
+                ingest.run(chunk, report, problems, features)
                 bar.update(len(chunk))
-
-    def _index_chunk(
-        self,
-        chunk: list[Entry],
-        report: IndexReport,
-        problems: list[tuple[Problem, int | None, int | None]],
-        features: Mapping[str, npt.NDArray[np.float32]],
-    ) -> None:
-        records: list[FileRecord] = []
-        vectors: list[VectorRecord] = []
-        to_embed: dict[str, list[Entry]] = {}  # content hash → files with it
-        with ThreadPoolExecutor(self.config.workers) as pool:  # hashlib releases the GIL
-            digests = list(pool.map(hash_or_reason, chunk))
-        for entry, (digest, reason) in zip(chunk, digests, strict=True):
-            if digest is None:
-                problems.append(problem_of(entry, reason))
-                continue
-            if digest in to_embed or not self.store.has_vectors(digest):
-                to_embed.setdefault(digest, []).append(entry)
-            else:
-                records.append(record_of(entry, digest))
-                report.reused += 1
-        images = [(d, files[0]) for d, files in to_embed.items() if files[0].kind == "image"]
-        videos = [(d, files[0]) for d, files in to_embed.items() if files[0].kind == "video"]
-        embedded: set[str] = set()
-        given = [d for d, _ in images if d in features]  # vectors extracted earlier
-        for digest in given:
-            vectors.append(VectorRecord(digest, None, features[digest]))
-            records += [record_of(f, digest) for f in to_embed[digest]]
-            report.precomputed += 1
-            report.reused += len(to_embed[digest]) - 1
-        images = [(d, f) for d, f in images if d not in features]
-        if images:
-            embedder = self._embedder()
-            result = embedder.embed_images([str(f.path) for _, f in images])
-            for row, position in enumerate(result.indices.tolist()):
-                digest = images[position][0]
-                vectors.append(VectorRecord(digest, None, result.vectors[row]))
-                embedded.add(digest)
-            for position, reason in result.failures:
-                problems += [problem_of(f, reason) for f in to_embed[images[position][0]]]
-        for digest, entry in videos:
-            try:
-                frames = self._embed_video(entry, digest)
-            except CrossmodalError as exc:
-                problems += [problem_of(f, str(exc)) for f in to_embed[digest]]
-                continue
-            vectors.extend(frames)
-            report.frames += len(frames)
-            embedded.add(digest)
-        for digest in embedded:
-            files = to_embed[digest]
-            records += [record_of(f, digest) for f in files]
-            report.embedded += 1
-            report.reused += len(files) - 1
-        if records:
-            self.store.put_files(records, vectors)
 
     def _embedder(self) -> Embedder:
         from crossmodal.encoders.embedder import EmbedConfig, Embedder
@@ -345,16 +281,6 @@ class Index:
             batch_size=self.config.batch_size, workers=self.config.workers, on_error="skip"
         )
         return Embedder(self.encoder, config)
-
-    def _embed_video(self, entry: Entry, digest: str) -> list[VectorRecord]:
-        frames = list(sample_frames(entry.path, self.config.video))
-        if not frames:
-            raise InputError(f"{entry.path}: no frame could be decoded")
-        result = self._embedder().embed_images([f.image for f in frames])
-        return [
-            VectorRecord(digest, frames[position].time, result.vectors[row])
-            for row, position in enumerate(result.indices.tolist())
-        ]
 
     # ------------------------------------------------------------------ search
 

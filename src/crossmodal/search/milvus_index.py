@@ -140,6 +140,13 @@ class MilvusIndex:
         self.generation = generation
         self.collection = options.milvus_collection
         self.client = _client(options.milvus_uri)
+        try:
+            self._open(create)
+        except BaseException:
+            self.close()  # a Lite file must not stay locked by a half-opened index
+            raise
+
+    def _open(self, create: bool) -> None:
         exists = self.client.has_collection(self.collection)
         if create:
             if exists:
@@ -147,8 +154,8 @@ class MilvusIndex:
             self._create()
         elif not exists:
             raise InputError(
-                f"Milvus collection {self.collection!r} at {options.milvus_uri} is missing; "
-                "it is rebuilt from the database on the next crossmodal index"
+                f"Milvus collection {self.collection!r} at {self.options.milvus_uri} is "
+                "missing; it is rebuilt from the database on the next crossmodal index"
             )
         else:
             self.client.load_collection(self.collection)  # a server keeps it released until asked

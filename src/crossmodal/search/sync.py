@@ -197,8 +197,11 @@ class DerivedVectors:
         if stale is None and self.path.is_file():
             try:
                 stale, saved_generation = load_vector_index(self.path)
-                milvus = "milvus" in (self.backend, stale.kind)  # moving to or from Milvus
-                fits = not milvus or kind_fits(stale, self.backend, len(stale), self.options)
+                # a kind asked for by name must be the saved one (moving to or from Milvus,
+                # or --backend exact over a saved HNSW); "auto" takes what was saved
+                fits = self.backend == "auto" or kind_fits(
+                    stale, self.backend, len(stale), self.options
+                )
                 if saved_generation == generation and stale.dim == dim and fits:
                     self._index, self._generation = stale, generation
                     return None

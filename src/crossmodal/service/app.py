@@ -135,7 +135,9 @@ def create_app(settings: ServiceSettings) -> Any:
         with service.lock:
             return {"status": "ok", "files": len(service.index), "model": service.index.model}
 
-    def texts(body: Any, parts: list[tuple[float, Any]]) -> list[tuple[float, Any]]:
+    def text_parts(body: Any) -> list[tuple[float, Any]]:
+        """The weighted text and negative-text vectors of a request."""
+        parts = []
         if body.text:
             parts.append((body.text_weight, service.text_vector(body.text)))
         if body.negative:
@@ -163,7 +165,7 @@ def create_app(settings: ServiceSettings) -> Any:
                 if stored is None:
                     raise error(404, "no such image id")
                 parts.append((body.image_weight, stored))
-            vector = combine(texts(body, parts), error)
+            vector = combine(parts + text_parts(body), error)
             hits = service.index.search(vector=vector, k=max(body.k, body.rerank), where=where)
             if not body.rerank or service.reranker is None:
                 return {"hits": service.hits_json(hits)}
@@ -193,7 +195,7 @@ def create_app(settings: ServiceSettings) -> Any:
         where = SearchFilter(folder=folder, kind=kind)
         with service.lock:
             parts = [(image_weight, service.picture_vector(data, error))]
-            vector = combine(texts(form, parts), error)
+            vector = combine(parts + text_parts(form), error)
             hits = service.index.search(vector=vector, k=k, where=where)
             return {"hits": service.hits_json(hits)}
 

@@ -114,7 +114,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _address(target: _Target, remaining: float) -> str:
+def _address(target: _Target) -> str:
     """The address to connect to: the literal IP, or a checked public address of the name."""
     if _is_ip(target.host):
         return target.host  # listed by address: the operator chose it, private or not
@@ -137,15 +137,11 @@ def _get(target: _Target, address: str, deadline: float, max_bytes: int) -> tupl
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise FetchError(504, "image_url took too long")
-    conn: http.client.HTTPConnection
     sock = socket.create_connection((address, target.port), timeout=remaining)
-    if target.scheme == "https":
-        context = ssl.create_default_context()
-        sock = context.wrap_socket(sock, server_hostname=target.host)
-        conn = http.client.HTTPSConnection(target.host, target.port, timeout=remaining)
-    else:
-        conn = http.client.HTTPConnection(target.host, target.port, timeout=remaining)
-    conn.sock = sock  # connected to the checked address; http.client will not connect again
+    if target.scheme == "https":  # TLS verified against the name, on the checked address
+        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
+    conn = http.client.HTTPConnection(target.host, target.port, timeout=remaining)
+    conn.sock = sock  # already connected: http.client will not connect (or resolve) again
     try:
         host = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
         headers = {"Host": host, "User-Agent": "crossmodal", "Accept": "image/*"}
@@ -185,7 +181,7 @@ def fetch(url: str, policy: FetchPolicy) -> bytes:
         if not host_allowed(target.host, target.port, policy.hosts):
             raise FetchError(403, f"image_url host {target.host}:{target.port} is not allowed")
         try:
-            address = _address(target, deadline - time.monotonic())
+            address = _address(target)
             status, location, body = _get(target, address, deadline, policy.max_bytes)
         except TimeoutError:
             raise FetchError(504, "image_url took too long") from None
