@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from crossmodal.search.vector_common import VectorIndexOptions
 from crossmodal.search.vectors import VectorIndex, build_vector_index, choose_kind
 
 TARGET_P50_MS = 2.0
@@ -183,11 +184,12 @@ def measure(
     truth: npt.NDArray[np.int64] | None,
     workdir: Path,
     n_threads: int,
+    options: VectorIndexOptions | None = None,
 ) -> tuple[Row, VectorIndex, npt.NDArray[np.int64]]:
     """Build, query, save and reload one index."""
     gc.collect()
     start = time.perf_counter()
-    index = build_vector_index(ids, vectors, kind)
+    index = build_vector_index(ids, vectors, kind, options=options)
     build_s = time.perf_counter() - start
     seconds, found = timed_queries(index, queries, k, n_threads)
     path = workdir / f"{kind}.idx"
@@ -220,9 +222,10 @@ def run_size(args: argparse.Namespace, n: int) -> tuple[dict[str, object], list[
         )
         rows = [base]
         indexes: dict[str, VectorIndex] = {}
+        options = VectorIndexOptions(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
         for kind in args.kinds:
             row, index, _ = measure(
-                kind, ids, vectors, queries, args.k, truth, Path(tmp), args.query_threads
+                kind, ids, vectors, queries, args.k, truth, Path(tmp), args.query_threads, options
             )
             rows.append(row)
             indexes[kind] = index
@@ -329,6 +332,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--query-threads", type=int, default=1, help="BLAS/OpenMP threads for queries; 0: all"
+    )
+    defaults = VectorIndexOptions()
+    parser.add_argument("--hnsw-m", type=int, default=defaults.hnsw_m, help="HNSW links per node")
+    parser.add_argument(
+        "--ef-construction", type=int, default=defaults.ef_construction, help="HNSW build beam"
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

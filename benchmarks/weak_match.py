@@ -1,16 +1,19 @@
 """Calibrate the search "weak match" flag: how well does a hit's relevance tell right from wrong?
 
-A hit's relevance is its score in standard deviations above the query's mean score over the
-collection (crossmodal.search.index.Hit). For a captioned gallery (a retrieval manifest),
-every caption is a query whose right answer is known; this script takes the top-10 hits of
-each query, as a user would see them, and prints, per relevance threshold Z, the precision
-of the hits at or above Z (how often a hit *not* flagged weak is right), the share of right
-hits kept, and the share of wrong hits flagged weak.
+A text query's hits are scored against the query bank (each picture's scores for a fixed set
+of everyday texts; crossmodal.search.relevance), an image query's against a sample of the
+collection. For a captioned gallery (a retrieval manifest), every caption is a query whose
+right answer is known. This script takes the top-10 hits of each query, as a user would see
+them, and prints for both references the AUC (right vs wrong hits) and, per relevance
+threshold Z, the precision of the hits at or above Z (how often a hit *not* flagged weak is
+right), the share of right hits kept and the share of wrong hits flagged weak.
+
+It then draws small collections (``--tiny``, default 1, 5 and 20 pictures), each holding a
+query's right picture half of the time, and asks of the top hit: right or not? The
+collection reference cannot judge these (its spread comes from a handful of pictures); the
+bank can.
 
     python benchmarks/weak_match.py --data emoji/eval/test.en.retrieval.jsonl [--model SPEC]
-
-Relevance is computed exactly as search does: against a fixed sample of at most
-``NULL_SAMPLE`` gallery vectors, evenly spaced.
 """
 
 from __future__ import annotations
@@ -19,13 +22,23 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from crossmodal.data.manifests import ManifestSource
 from crossmodal.encoders import DEFAULT_MODEL, load_encoder
 from crossmodal.encoders.embedder import EmbedConfig, Embedder
-from crossmodal.search.index import NULL_SAMPLE, WEAK_RELEVANCE
+from crossmodal.search.relevance import (
+    WEAK_RELEVANCE,
+    WEAK_RELEVANCE_COLLECTION,
+    bank_relevance,
+    bank_texts,
+    query_language,
+    sample_relevance,
+)
+from crossmodal.search.sync import NULL_SAMPLE
 
-THRESHOLDS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
+THRESHOLDS = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0)
+Array = npt.NDArray[np.float64]
 
 
 def main() -> None:
@@ -33,46 +46,75 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="retrieval manifest")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--top", type=int, default=10, help="hits looked at per query")
+    parser.add_argument("--tiny", type=int, nargs="*", default=[1, 5, 20])
+    parser.add_argument("--draws", type=int, default=1000, help="small collections per size")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    source = ManifestSource(args.data, on_missing="skip")
-    samples = list(source)
+    samples = list(ManifestSource(args.data, on_missing="skip"))
     embedder = Embedder(load_encoder(args.model), EmbedConfig(batch_size=64))
     images = embedder.embed_images([str(s.image) for s in samples]).vectors
     captions = [(i, c) for i, s in enumerate(samples) for c in s.captions[:1]]
     texts = embedder.embed_texts([c for _, c in captions])
     answer = np.array([i for i, _ in captions])
+    language = query_language([c for _, c in captions])
+    bank = embedder.embed_texts(list(bank_texts(language)))
 
+    scores = texts.astype(np.float64) @ images.T  # (Q, N)
     sample = images
     if len(images) > NULL_SAMPLE:
         sample = images[np.linspace(0, len(images) - 1, NULL_SAMPLE).astype(np.int64)]
-    scores = texts @ images.T  # (Q, N)
     null = texts @ sample.T
-    relevance = (scores - null.mean(1, keepdims=True)) / null.std(1, keepdims=True)
+    references = {
+        "query bank": np.stack([bank_relevance(row, images, bank) for row in scores]),
+        "collection": np.stack(
+            [sample_relevance(row, n) for row, n in zip(scores, null, strict=True)]
+        ),
+    }
     top = np.argsort(-scores, axis=1)[:, : args.top]
-    hit_rel = np.take_along_axis(relevance, top, axis=1).ravel()
     right = (top == answer[:, None]).ravel()
-    answer_rel = relevance[np.arange(len(answer)), answer]
-
-    print(f"model {args.model}; {len(texts)} queries over {len(images)} images; top {args.top}")
+    print(f"model {args.model}; {len(texts)} {language} queries over {len(images)} images")
     print(f"right answer in the top {args.top}: {right.sum()} of {len(texts)}")
-    print(
-        f"relevance of the right answer: median {np.median(answer_rel):.2f}; of wrong hits "
-        f"shown: median {np.median(hit_rel[~right]):.2f}"
-    )
-    auc = _auc(hit_rel[right], hit_rel[~right])
-    print(f"AUC of relevance, right vs wrong hits shown: {auc:.3f} (0.5: no signal)")
+    for name, relevance in references.items():
+        hit_rel = np.take_along_axis(relevance, top, axis=1).ravel()
+        print(
+            f"\n[{name}] AUC right vs wrong hits shown: {_auc(hit_rel[right], hit_rel[~right]):.3f}"
+            f" (0.5: no signal); median relevance right {np.median(hit_rel[right]):.2f}, "
+            f"wrong {np.median(hit_rel[~right]):.2f}"
+        )
+        threshold = WEAK_RELEVANCE if name == "query bank" else WEAK_RELEVANCE_COLLECTION
+        _table(hit_rel, right, threshold)
+
+    rng = np.random.default_rng(args.seed)
+    relevance = references["query bank"]
+    for n in args.tiny:
+        top_rel, top_right = [], []
+        for q in rng.integers(0, len(texts), args.draws):
+            others = rng.choice(np.flatnonzero(np.arange(len(images)) != answer[q]), n, False)
+            gallery = others if rng.random() < 0.5 else np.append(others[: n - 1], answer[q])
+            best = gallery[np.argmax(scores[q, gallery])]
+            top_rel.append(relevance[q, best])
+            top_right.append(best == answer[q])
+        rel, ok = np.array(top_rel), np.array(top_right)
+        print(
+            f"\n[query bank, collections of {n}] top hit right in {ok.sum()} of {len(ok)}; "
+            f"AUC {_auc(rel[ok], rel[~ok]):.3f}"
+        )
+        _table(rel, ok, WEAK_RELEVANCE)
+
+
+def _table(relevance: Array, right: npt.NDArray[np.bool_], threshold: float) -> None:
     print(f"{'Z':>5} {'precision(rel>=Z)':>18} {'right kept':>11} {'wrong flagged':>14}")
     for z in THRESHOLDS:
-        strong = hit_rel >= z
+        strong = relevance >= z
         precision = right[strong].mean() if strong.any() else float("nan")
         kept = (strong & right).sum() / max(1, right.sum())
         flagged = (~strong & ~right).sum() / max(1, (~right).sum())
-        mark = "  <- WEAK_RELEVANCE" if z == WEAK_RELEVANCE else ""
-        print(f"{z:5.1f} {precision:18.3f} {kept:11.3f} {flagged:14.3f}{mark}")
+        mark = "  <- the default threshold" if z == threshold else ""
+        print(f"{z:5.2f} {precision:18.3f} {kept:11.3f} {flagged:14.3f}{mark}")
 
 
-def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
+def _auc(positive: Array, negative: Array) -> float:
     """Probability that a random right hit outranks a random wrong one (ties count half)."""
     both = np.concatenate([positive, negative])
     ranks = np.argsort(np.argsort(both, kind="stable"), kind="stable") + 1.0

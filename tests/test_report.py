@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,22 @@ def test_many_classes_plot_most_confused() -> None:
     assert errors[shown].min() >= np.delete(errors, shown).max()
     for png in (plots.confusion_matrix_png(report), plots.per_class_f1_png(report)):
         assert png.startswith(b"\x89PNG")
+
+
+def test_chinese_class_names_are_drawn_with_a_chinese_font() -> None:
+    if len(plots.font_families()) == 1:
+        pytest.skip("no font with Chinese glyphs on this system (e.g. apt install fonts-noto-cjk)")
+    names = ["嘿嘿", "哈哈", "大笑", "猫脸"]
+    report = classification_report(np.arange(4), np.array([0, 1, 3, 2]), 4, names)
+    import matplotlib
+
+    before = list(matplotlib.rcParams["font.family"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for png in (plots.confusion_matrix_png(report), plots.per_class_f1_png(report)):
+            assert png.startswith(b"\x89PNG")
+    assert not [w for w in caught if "missing from font" in str(w.message)]
+    assert matplotlib.rcParams["font.family"] == before  # set for the drawing only
 
 
 def test_missing_matplotlib_names_the_extra(

@@ -82,6 +82,19 @@ def test_text_search_and_files_by_opaque_id(server: Server) -> None:
     assert httpx.get(f"{server.url}{hits[0]['file']}").status_code == 401
 
 
+def test_text_hits_are_judged_like_the_library(server: Server) -> None:
+    """The service's relevance and weak flags are the query bank's, as in the library."""
+    hits = _search(server, text="red circle", k=4)
+    absent = _search(server, text="pizza", k=4)
+    with Index.open(server.gallery.parent / "db") as index:
+        expected = index.search(text="red circle", k=4)
+    assert [h["name"] for h in hits] == [Path(h.path).name for h in expected]
+    for got, want in zip(hits, expected, strict=True):
+        assert got["relevance"] == pytest.approx(want.relevance, abs=1e-3)
+        assert got["weak"] == want.weak
+    assert hits[0]["weak"] is False and all(h["weak"] for h in absent)
+
+
 def test_heat_map_of_a_text_over_a_hit(server: Server) -> None:
     hit = _search(server, text="red circle", k=1)[0]
     url = f"{server.url}/api/explain/{hit['id']}"

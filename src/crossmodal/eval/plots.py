@@ -8,8 +8,12 @@ optional dependency (``pip install 'crossmodal[report]'``), imported on first us
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +29,7 @@ __all__ = [
     "MAX_F1_BARS",
     "MAX_RECALL_K",
     "confusion_matrix_png",
+    "font_families",
     "most_confused_classes",
     "per_class_f1_png",
     "recall_curve_png",
@@ -41,6 +46,58 @@ _DIRECTION_STYLE = {
     "text_to_image": ("text → image", "#1f77b4", "o"),
     "image_to_text": ("image → text", "#d62728", "s"),
 }  # direction → (legend label, colour, marker)
+
+
+_P = ParamSpec("_P")
+_CJK_FAMILIES = (
+    "Noto Sans CJK SC",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Microsoft YaHei",
+    "SimHei",
+    "PingFang SC",
+    "Hiragino Sans GB",
+    "Noto Serif CJK SC",
+)  # fonts with Chinese glyphs, best first
+_CJK_FILES = ("CJK", "SourceHan", "wqy", "msyh", "simhei", "PingFang", "Hiragino")
+
+
+@functools.cache
+def font_families() -> tuple[str, ...]:
+    """DejaVu Sans, then a Chinese font when the system has one (for Chinese class names).
+
+    matplotlib falls back along the list glyph by glyph. Its font cache does not always list
+    font collections (``.ttc``, as Noto CJK ships), so those are added when no Chinese font is
+    known yet.
+    """
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    names = {font.name for font in manager.ttflist}
+    if not names.intersection(_CJK_FAMILIES):
+        for path in font_manager.findSystemFonts(fontext="ttf"):
+            if any(key.lower() in Path(path).name.lower() for key in _CJK_FILES):
+                with contextlib.suppress(Exception):  # an unreadable font file: skip it
+                    manager.addfont(path)
+        names = {font.name for font in manager.ttflist}
+    chinese = next((name for name in _CJK_FAMILIES if name in names), None)
+    return ("DejaVu Sans",) if chinese is None else ("DejaVu Sans", chinese)
+
+
+def _with_fonts(draw: Callable[_P, bytes]) -> Callable[_P, bytes]:
+    """Run ``draw`` with :func:`font_families` (a context, not a global setting)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> bytes:
+        try:
+            import matplotlib
+        except ImportError:
+            return draw(*args, **kwargs)  # _new_figure raises the error naming the extra
+        with matplotlib.rc_context({"font.family": list(font_families())}):
+            return draw(*args, **kwargs)
+
+    return wrapper
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -82,6 +139,7 @@ def most_confused_classes(confusion: npt.ArrayLike, n: int) -> npt.NDArray[np.in
     return np.sort(order).astype(np.int64)
 
 
+@_with_fonts
 def confusion_matrix_png(
     report: ClassificationReport, max_classes: int = MAX_CONFUSION_CLASSES
 ) -> bytes:
@@ -137,6 +195,7 @@ def _annotate_cells(ax: Any, view: npt.NDArray[np.float64], font: float) -> None
         ax.text(col, row, f"{value:.0f}", ha="center", va="center", fontsize=font, color=colour)
 
 
+@_with_fonts
 def per_class_f1_png(report: ClassificationReport, max_bars: int = MAX_F1_BARS) -> bytes:
     """Horizontal bars of per-class F1, worst at the top, with the macro F1 as a dashed line.
 
@@ -183,6 +242,7 @@ def _f1_colour(value: float) -> str:
     return "#f0ad4e" if value < 0.8 else "#5cb85c"
 
 
+@_with_fonts
 def recall_curve_png(
     report: RetrievalReport, n_images: int, n_texts: int, max_k: int = MAX_RECALL_K
 ) -> bytes:

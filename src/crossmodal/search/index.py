@@ -41,7 +41,16 @@ from crossmodal.search.entries import Entry, find_entries, is_manifest
 from crossmodal.search.ingest import ChunkIngest
 from crossmodal.search.lock import writer_lock
 from crossmodal.search.query import Query
-from crossmodal.search.results import WEAK_RELEVANCE, Hit, IndexConfig, IndexReport, SearchFilter
+from crossmodal.search.relevance import (
+    MIN_SAMPLE,
+    WEAK_RELEVANCE,
+    WEAK_RELEVANCE_COLLECTION,
+    QueryBank,
+    bank_relevance,
+    query_language,
+    sample_relevance,
+)
+from crossmodal.search.results import Hit, IndexConfig, IndexReport, SearchFilter
 from crossmodal.search.store import Problem, Store
 from crossmodal.search.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors, vector_backend
 
@@ -53,6 +62,7 @@ __all__ = [
     "NULL_SAMPLE",
     "VECTORS_NAME",
     "WEAK_RELEVANCE",
+    "WEAK_RELEVANCE_COLLECTION",
     "Hit",
     "Index",
     "IndexConfig",
@@ -81,6 +91,7 @@ class Index:
         self.model = recorded or config.model or DEFAULT_MODEL
         self._encoder: Encoder | None = None
         self._vectors = DerivedVectors(store, *vector_backend(store, config))
+        self._bank: QueryBank | None = None
 
     @classmethod
     def open(
@@ -313,18 +324,25 @@ class Index:
         *,
         query: Query | None = None,
         vector: npt.NDArray[np.float32] | None = None,
+        texts: Sequence[str] | None = None,
         k: int = 10,
         where: SearchFilter | None = None,
     ) -> list[Hit]:
         """The ``k`` best files for a text, an image, both, a parsed query, or a vector.
 
         A file whose picture matches several times (video frames) appears once per frame;
-        identical files (same content) each appear, with the same score.
+        identical files (same content) each appear, with the same score. A query of texts
+        only has its hits' relevance measured against the query bank (see
+        :mod:`crossmodal.search.relevance`); pass ``texts`` with a ``vector`` made from
+        texts only, so that it is too.
         """
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
         if vector is None:
-            vector = self.query_vector(query if query is not None else Query.of(text, image))
+            query = query if query is not None else Query.of(text, image)
+            vector = self.query_vector(query)
+            if all(term.text is not None for term in query.terms):
+                texts = [term.text for term in query.terms if term.text is not None]
         index = self._vectors.current()
         if index is None or len(index) == 0:
             return []
@@ -335,17 +353,48 @@ class Index:
             allowed = self.store.vector_ids_where(sql, params)
             if len(allowed) == 0:
                 return []
-        null = self._vectors.null_sample(index.dim) @ vector
-        mean, std = float(null.mean()), float(null.std()) or 1.0
         hits: list[Hit] = []
         fetch = k
         while True:
             scores, ids = index.search(vector[None, :], fetch, allowed=allowed)
             pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
-            hits = self._expand(pairs, where, mean, std)
+            relevance, threshold = self._relevance(vector, pairs, texts, index.dim)
+            hits = self._expand(pairs, where, relevance, threshold)
             if len(hits) >= k or len(pairs) < fetch:
                 return hits[:k]
             fetch *= 4  # files filtered out after expansion: ask for more
+
+    def _relevance(
+        self,
+        vector: npt.NDArray[np.float32],
+        pairs: list[tuple[float, int]],
+        texts: Sequence[str] | None,
+        dim: int,
+    ) -> tuple[dict[int, float], float]:
+        """Each hit vector's relevance, and the weak-match threshold (-inf: not judged)."""
+        if not pairs:
+            return {}, WEAK_RELEVANCE
+        scores = np.array([s for s, _ in pairs])
+        if texts:
+            ids, pictures = self.store.vectors_by_id([i for _, i in pairs], dim)
+            position = {int(i): n for n, i in enumerate(ids)}
+            order = [position[i] for _, i in pairs]
+            bank = self.query_bank.vectors(query_language(texts))
+            z = bank_relevance(scores, pictures[order], bank)
+            return {i: float(r) for (_, i), r in zip(pairs, z, strict=True)}, WEAK_RELEVANCE
+        sample = self._vectors.null_sample(dim)
+        z = sample_relevance(scores, sample @ vector)
+        judged = len(sample) >= MIN_SAMPLE  # a handful of pictures has no meaningful spread
+        threshold = WEAK_RELEVANCE_COLLECTION if judged else -np.inf
+        return {i: float(r) for (_, i), r in zip(pairs, z, strict=True)}, threshold
+
+    @property
+    def query_bank(self) -> QueryBank:
+        """The query bank's vectors for this index's model (kept in the index directory)."""
+        if self._bank is None:
+            embedder = self._embedder()
+            self._bank = QueryBank(embedder.embed_texts, self.model, self.directory)
+        return self._bank
 
     def more_like(self, path: str | os.PathLike[str], k: int = 10) -> list[Hit]:
         """Image → image: files most like ``path`` (its stored vector if indexed)."""
@@ -355,7 +404,11 @@ class Index:
         return self.search(image=Path(path), k=k)
 
     def _expand(
-        self, pairs: list[tuple[float, int]], where: SearchFilter, mean: float, std: float
+        self,
+        pairs: list[tuple[float, int]],
+        where: SearchFilter,
+        relevance_of: dict[int, float],
+        weak_below: float,
     ) -> list[Hit]:
         """Vector hits → file hits (every file with that content, passing the filter)."""
         info = self.store.vectors_for(i for _, i in pairs)
@@ -380,13 +433,13 @@ class Index:
                 if allowed_files is not None and fid not in allowed_files:
                     continue
                 _, path, _, kind, size, mtime_ns, _, caption = rows[fid]
-                relevance = (score - mean) / std
+                relevance = relevance_of[vid]
                 hits.append(
                     Hit(
                         path=str(path),
                         score=score,
                         relevance=relevance,
-                        weak=relevance < WEAK_RELEVANCE,
+                        weak=relevance < weak_below,
                         kind=str(kind),
                         time=frame_time,
                         caption=None if caption is None else str(caption),

@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from crossmodal.errors import ConfigError
+from crossmodal.search.relevance import WEAK_RELEVANCE
 from crossmodal.search.store import Problem
 from crossmodal.search.video import VideoSampling
 from crossmodal.search.walk import WalkConfig
 
 __all__ = ["WEAK_RELEVANCE", "Hit", "IndexConfig", "IndexReport", "SearchFilter"]
-
-WEAK_RELEVANCE = 2.5  # hits whose relevance (a z-score, see Hit) is below this are weak
 
 
 @dataclass(frozen=True)
@@ -105,11 +104,13 @@ class Hit:
     """One search result.
 
     ``score`` is the cosine similarity of the query and the picture. ``relevance`` says how
-    far the score stands out from the query's scores over the whole collection, in standard
-    deviations (``(score - mean) / std`` over a fixed sample of stored pictures): raw cosine
-    scores drift with the model and the query, while a true match stands out from the bulk
-    of unrelated pictures. ``weak`` is ``relevance < WEAK_RELEVANCE``; see the README for how
-    the threshold was calibrated.
+    far the score stands out, in standard deviations: for a text query, above the picture's
+    scores for a fixed bank of everyday texts; for an image or mixed query, above the
+    query's scores over a sample of the collection (:mod:`crossmodal.search.relevance`).
+    Raw cosine scores drift with the model, the query and the picture; a true match stands
+    out. ``weak`` is ``relevance < WEAK_RELEVANCE`` for text queries and ``relevance <
+    WEAK_RELEVANCE_COLLECTION`` for the others (never set for them over fewer than
+    ``MIN_SAMPLE`` pictures); see the README for how the thresholds were calibrated.
     """
 
     path: str

@@ -166,7 +166,10 @@ def create_app(settings: ServiceSettings) -> Any:
                     raise error(404, "no such image id")
                 parts.append((body.image_weight, stored))
             vector = combine(parts + text_parts(body), error)
-            hits = service.index.search(vector=vector, k=max(body.k, body.rerank), where=where)
+            texts = None if parts else [t for t in (body.text, body.negative) if t]
+            hits = service.index.search(
+                vector=vector, texts=texts, k=max(body.k, body.rerank), where=where
+            )
             if not body.rerank or service.reranker is None:
                 return {"hits": service.hits_json(hits)}
             from crossmodal.search.rerank import rerank_hits

@@ -115,7 +115,8 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
             if vector is None:
                 vector = query_vector(body)
             k = body.num_images * (2 if body.deduplicate else 1)
-            found = service.index.search(vector=vector, k=min(k, settings.max_k))
+            texts = [body.text] if body.text else None  # a text query (see query_vector)
+            found = service.index.search(vector=vector, texts=texts, k=min(k, settings.max_k))
             pairs = list(zip(service.hits_json(found), [h.path for h in found], strict=True))
             if body.deduplicate:
                 pairs = _distinct(pairs)
