@@ -374,16 +374,18 @@ class Index:
         """Each hit vector's relevance, and the weak-match threshold (-inf: not judged)."""
         if not pairs:
             return {}, WEAK_RELEVANCE
-        scores = np.array([s for s, _ in pairs])
         if texts:
             ids, pictures = self.store.vectors_by_id([i for _, i in pairs], dim)
             position = {int(i): n for n, i in enumerate(ids)}
-            order = [position[i] for _, i in pairs]
+            # a vector gone since the search (another process removed its file) is not shown
+            kept = [(s, i) for s, i in pairs if i in position]
             bank = self.query_bank.vectors(query_language(texts))
-            z = bank_relevance(scores, pictures[order], bank)
-            return {i: float(r) for (_, i), r in zip(pairs, z, strict=True)}, WEAK_RELEVANCE
+            z = bank_relevance(
+                np.array([s for s, _ in kept]), pictures[[position[i] for _, i in kept]], bank
+            )
+            return {i: float(r) for (_, i), r in zip(kept, z, strict=True)}, WEAK_RELEVANCE
         sample = self._vectors.null_sample(dim)
-        z = sample_relevance(scores, sample @ vector)
+        z = sample_relevance(np.array([s for s, _ in pairs]), sample @ vector)
         judged = len(sample) >= MIN_SAMPLE  # a handful of pictures has no meaningful spread
         threshold = WEAK_RELEVANCE_COLLECTION if judged else -np.inf
         return {i: float(r) for (_, i), r in zip(pairs, z, strict=True)}, threshold
@@ -433,7 +435,7 @@ class Index:
                 if allowed_files is not None and fid not in allowed_files:
                     continue
                 _, path, _, kind, size, mtime_ns, _, caption = rows[fid]
-                relevance = relevance_of[vid]
+                relevance = relevance_of.get(vid, 0.0)  # its vector went meanwhile
                 hits.append(
                     Hit(
                         path=str(path),
