@@ -42,13 +42,10 @@ from crossmodal.search.ingest import ChunkIngest
 from crossmodal.search.lock import writer_lock
 from crossmodal.search.query import Query
 from crossmodal.search.relevance import (
-    MIN_SAMPLE,
     WEAK_RELEVANCE,
     WEAK_RELEVANCE_COLLECTION,
     QueryBank,
-    bank_relevance,
-    query_language,
-    sample_relevance,
+    hit_relevance,
 )
 from crossmodal.search.results import Hit, IndexConfig, IndexReport, SearchFilter
 from crossmodal.search.store import Problem, Store
@@ -358,37 +355,13 @@ class Index:
         while True:
             scores, ids = index.search(vector[None, :], fetch, allowed=allowed)
             pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
-            relevance, threshold = self._relevance(vector, pairs, texts, index.dim)
+            relevance, threshold = hit_relevance(
+                vector, pairs, texts, self.store, self._vectors, lambda: self.query_bank
+            )
             hits = self._expand(pairs, where, relevance, threshold)
             if len(hits) >= k or len(pairs) < fetch:
                 return hits[:k]
             fetch *= 4  # files filtered out after expansion: ask for more
-
-    def _relevance(
-        self,
-        vector: npt.NDArray[np.float32],
-        pairs: list[tuple[float, int]],
-        texts: Sequence[str] | None,
-        dim: int,
-    ) -> tuple[dict[int, float], float]:
-        """Each hit vector's relevance, and the weak-match threshold (-inf: not judged)."""
-        if not pairs:
-            return {}, WEAK_RELEVANCE
-        if texts:
-            ids, pictures = self.store.vectors_by_id([i for _, i in pairs], dim)
-            position = {int(i): n for n, i in enumerate(ids)}
-            # a vector gone since the search (another process removed its file) is not shown
-            kept = [(s, i) for s, i in pairs if i in position]
-            bank = self.query_bank.vectors(query_language(texts))
-            z = bank_relevance(
-                np.array([s for s, _ in kept]), pictures[[position[i] for _, i in kept]], bank
-            )
-            return {i: float(r) for (_, i), r in zip(kept, z, strict=True)}, WEAK_RELEVANCE
-        sample = self._vectors.null_sample(dim)
-        z = sample_relevance(np.array([s for s, _ in pairs]), sample @ vector)
-        judged = len(sample) >= MIN_SAMPLE  # a handful of pictures has no meaningful spread
-        threshold = WEAK_RELEVANCE_COLLECTION if judged else -np.inf
-        return {i: float(r) for (_, i), r in zip(pairs, z, strict=True)}, threshold
 
     @property
     def query_bank(self) -> QueryBank:

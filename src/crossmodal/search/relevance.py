@@ -28,11 +28,16 @@ import logging
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from crossmodal.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from crossmodal.search.store import Store
+    from crossmodal.search.sync import DerivedVectors
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,7 @@ __all__ = [
     "WEAK_RELEVANCE_COLLECTION",
     "bank_relevance",
     "bank_texts",
+    "hit_relevance",
     "query_language",
     "sample_relevance",
 ]
@@ -96,6 +102,40 @@ def sample_relevance(
     sample = np.asarray(sample_scores, np.float64)
     spread = float(sample.std()) or 1.0
     return (np.asarray(scores, np.float64) - float(sample.mean())) / spread
+
+
+def hit_relevance(
+    vector: npt.NDArray[np.float32],
+    pairs: Sequence[tuple[float, int]],
+    texts: Sequence[str] | None,
+    store: Store,
+    collection: DerivedVectors,
+    bank: Callable[[], QueryBank],
+) -> tuple[dict[int, float], float]:
+    """The relevance of each hit ``(score, vector id)``, and the weak-match threshold.
+
+    With ``texts`` (a query of texts only) against ``bank()`` in their language, else against
+    the ``collection``'s sample; the threshold is ``-inf`` (nothing flagged) when that
+    sample is smaller than ``MIN_SAMPLE``. A vector removed from ``store`` meanwhile (by
+    another process) is left out.
+    """
+    if not pairs:
+        return {}, WEAK_RELEVANCE
+    if texts:
+        dim = len(vector)
+        ids, pictures = store.vectors_by_id([i for _, i in pairs], dim)
+        position = {int(i): n for n, i in enumerate(ids)}
+        kept = [(s, i) for s, i in pairs if i in position]
+        z = bank_relevance(
+            np.array([s for s, _ in kept]),
+            pictures[[position[i] for _, i in kept]],
+            bank().vectors(query_language(texts)),
+        )
+        return {i: float(r) for (_, i), r in zip(kept, z, strict=True)}, WEAK_RELEVANCE
+    sample = collection.null_sample(len(vector))
+    z = sample_relevance(np.array([s for s, _ in pairs]), sample @ vector)
+    threshold = WEAK_RELEVANCE_COLLECTION if len(sample) >= MIN_SAMPLE else -np.inf
+    return {i: float(r) for (_, i), r in zip(pairs, z, strict=True)}, threshold
 
 
 class QueryBank:
