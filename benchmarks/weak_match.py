@@ -13,7 +13,13 @@ query's right picture half of the time, and asks of the top hit: right or not? T
 collection reference cannot judge these (its spread comes from a handful of pictures); the
 bank can.
 
+With ``--image-queries MANIFEST`` it also calibrates image queries: each picture of that
+manifest queries the gallery, and its right answer is the gallery picture whose first caption
+equals its own (for emoji: the same emoji drawn in another style). Those hits are judged
+against the collection, as the search judges image queries.
+
     python benchmarks/weak_match.py --data emoji/eval/test.en.retrieval.jsonl [--model SPEC]
+        [--image-queries emoji/train.jsonl]
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ def main() -> None:
     parser.add_argument("--tiny", type=int, nargs="*", default=[1, 5, 20])
     parser.add_argument("--draws", type=int, default=1000, help="small collections per size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--image-queries", type=Path, help="manifest of query pictures (matched by caption)"
+    )
     args = parser.parse_args()
 
     samples = list(ManifestSource(args.data, on_missing="skip"))
@@ -85,6 +94,9 @@ def main() -> None:
         threshold = WEAK_RELEVANCE if name == "query bank" else WEAK_RELEVANCE_COLLECTION
         _table(hit_rel, right, threshold)
 
+    if args.image_queries is not None:
+        _image_queries(args.image_queries, samples, images, embedder, args.top)
+
     rng = np.random.default_rng(args.seed)
     relevance = references["query bank"]
     for n in args.tiny:
@@ -101,6 +113,37 @@ def main() -> None:
             f"AUC {_auc(rel[ok], rel[~ok]):.3f}"
         )
         _table(rel, ok, WEAK_RELEVANCE)
+
+
+def _image_queries(
+    manifest: Path,
+    samples: list,
+    images: Array,
+    embedder: Embedder,
+    top: int,  # type: ignore[type-arg]
+) -> None:
+    """Pictures of ``manifest`` as queries; right = the gallery picture with their caption."""
+    by_caption = {s.captions[0]: i for i, s in enumerate(samples) if s.captions}
+    queries = [q for q in ManifestSource(manifest, on_missing="skip") if q.captions]
+    queries = [q for q in queries if q.captions[0] in by_caption]
+    vectors = embedder.embed_images([str(q.image) for q in queries]).vectors
+    answer = np.array([by_caption[q.captions[0]] for q in queries])
+    scores = vectors.astype(np.float64) @ images.T
+    sample = images
+    if len(images) > NULL_SAMPLE:
+        sample = images[np.linspace(0, len(images) - 1, NULL_SAMPLE).astype(np.int64)]
+    null = vectors @ sample.T
+    relevance = np.stack([sample_relevance(row, n) for row, n in zip(scores, null, strict=True)])
+    hits = np.argsort(-scores, axis=1)[:, :top]
+    right = (hits == answer[:, None]).ravel()
+    hit_rel = np.take_along_axis(relevance, hits, axis=1).ravel()
+    print(
+        f"\n[collection, image queries] {len(queries)} pictures of {manifest.name} over "
+        f"{len(images)} images; right answer in the top {top}: {right.sum()}; AUC right vs "
+        f"wrong {_auc(hit_rel[right], hit_rel[~right]):.3f}; median relevance right "
+        f"{np.median(hit_rel[right]):.2f}, wrong {np.median(hit_rel[~right]):.2f}"
+    )
+    _table(hit_rel, right, WEAK_RELEVANCE_COLLECTION)
 
 
 def _table(relevance: Array, right: npt.NDArray[np.bool_], threshold: float) -> None:

@@ -23,6 +23,7 @@ def test_demo_builds_indexes_searches_and_writes_the_page(
     assert "indexed 5 OpenMoji drawings" in printed  # the fake OpenMoji emoji with labels
     assert "'red heart'  (looking for 'red heart': rank" in printed
     assert "queries found their emoji in the top 10" in printed
+    assert "re-ranking the top 20 with the shipped re-ranker:" in printed
     page = (out / "search.html").read_text(encoding="utf-8")
     assert page.count("<section>") == 8 and "data:image/jpeg;base64," in page
     # the second run reuses the gallery and the index: nothing embedded again
@@ -32,3 +33,8 @@ def test_demo_builds_indexes_searches_and_writes_the_page(
         names = [(h.caption or "").split(" / ")[0] for h in q.hits]
         assert len(q.hits) == 5 and q.target in names
         assert q.rank == names.index(q.target) + 1  # the reported rank is the real one
+        assert q.reranked is not None  # emoji-mini ships a re-ranker: the same 5, re-scored
+        assert {h.path for h in q.reranked} == {h.path for h in q.hits}
+        assert all(h.rerank is not None for h in q.reranked)
+        again = [(h.caption or "").split(" / ")[0] for h in q.reranked]
+        assert q.reranked_rank == again.index(q.target) + 1

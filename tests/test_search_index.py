@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from crossmodal.cli.main import main
 from crossmodal.errors import InputError
 from crossmodal.search.index import Index, IndexConfig, SearchFilter
-from crossmodal.search.query import parse_query
+from crossmodal.search.query import Query, parse_query
 from crossmodal.search.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
@@ -277,6 +277,13 @@ def test_video_frames_are_hits_with_their_time(tmp_path: Path) -> None:
         assert all(h.kind == "video" and h.path.endswith("colours.mp4") for h in frames)
         assert frames[0].time == 0.0  # the red frame is the best match for red
         assert index.search(image=blue, k=1, where=SearchFilter(kind="video"))[0].time == 4.0
+        for frame in frames:  # each frame's own stored vector (what re-ranking reads)
+            stored = index.store.vector_of_file(frame.path, frame.time)
+            assert stored is not None
+            assert float(stored @ index.query_vector(Query.of(None, red))) == pytest.approx(
+                frame.score, abs=1e-4
+            )
+        assert index.store.vector_of_file(frames[0].path, 1.0) is None  # no frame at 1 s
         stills = index.search(image=red, k=10, where=SearchFilter(kind="image"))
         assert all(h.time is None for h in stills) and len(stills) == 4
     page = tmp_path / "video.html"
@@ -305,11 +312,11 @@ def test_video_scene_changes_through_the_cli(tmp_path: Path) -> None:
 def test_rerank_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from crossmodal.heads.features import load_clip
     from crossmodal.heads.rerank import Reranker, save_reranker
+    from tests.test_heads_rerank import random_memory
 
     gallery, db = _gallery(tmp_path), tmp_path / "db"
     assert main(["index", str(gallery), "--db", str(db), "--no-progress"]) == 0
-    config = load_clip().config
-    untrained = Reranker(config.text.width, config.embed_dim, logit_scale=10.0)
+    untrained = Reranker(random_memory(load_clip().config.embed_dim), logit_scale=10.0)
     weights = save_reranker(untrained, tmp_path / "r.safetensors", encoder="native:emoji-mini")
     plain = _search(db, "a", "red", "circle")
     reranked = _search(
@@ -321,8 +328,16 @@ def test_rerank_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert float(hit["rerank"]) == pytest.approx(10 * float(hit["score"]), abs=1e-3)  # type: ignore[arg-type]
     assert all("rerank" not in hit for hit in reranked[3:])
     assert "re-ranked the top 3" in capsys.readouterr().err
+    shown = _search(  # more re-scored than shown: the top 2 of the re-ranked 3
+        db, "a", "red", "circle", extra=("--top", "2", "--rerank", "3", "--reranker", str(weights))
+    )
+    assert [h["path"] for h in shown] == [h["path"] for h in plain[:2]]
+    assert all("rerank" in hit for hit in shown)
+    shipped = _search(db, "a", "red", "circle", extra=("--rerank", "3"))  # emoji-mini's own
+    assert [h["path"] for h in shipped[3:]] == [h["path"] for h in plain[3:]]
+    assert {h["path"] for h in shipped[:3]} == {h["path"] for h in plain[:3]}
+    assert all("rerank" in h for h in shipped[:3])
     bad = ["search", "red", "--db", str(db), "--rerank", "3"]
-    assert main(bad) == 1 and "--reranker PATH" in capsys.readouterr().err
     other = save_reranker(untrained, tmp_path / "o.safetensors", encoder="native:test-tiny")
     assert main([*bad, "--reranker", str(other)]) == 1
     assert "trained on 'native:test-tiny' features" in capsys.readouterr().err

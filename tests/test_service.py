@@ -144,9 +144,10 @@ def test_weights_and_a_negative_text(server: Server) -> None:
 def test_rerank_reorders_the_top_n(server: Server, tmp_path: Path) -> None:
     from crossmodal.heads.features import load_clip
     from crossmodal.heads.rerank import Reranker, save_reranker
+    from tests.test_heads_rerank import random_memory
 
-    config = load_clip().config
-    reverse = Reranker(config.text.width, config.embed_dim, logit_scale=-10.0)  # −10·cos
+    memory = random_memory(load_clip().config.embed_dim)
+    reverse = Reranker(memory, logit_scale=-10.0)  # −10·cos
     weights = save_reranker(reverse, tmp_path / "r.safetensors", encoder="native:emoji-mini")
     plain = [h["name"] for h in _search(server, text="red circle", k=4)]
     db = Path(str(server.gallery.parent / "db"))
@@ -162,10 +163,11 @@ def test_rerank_reorders_the_top_n(server: Server, tmp_path: Path) -> None:
             f"{url}/api/search", json={"text": "x", "image_id": hits[0]["id"], "rerank": 3}
         )
         assert mixed.status_code == 400 and "text" in mixed.json()["error"]
-    refused = httpx.post(
-        f"{server.url}/api/search", json={"text": "red", "rerank": 3}, headers=AUTH
-    )
-    assert refused.status_code == 400 and "--reranker" in refused.json()["error"]
+    shipped = httpx.post(  # an emoji-mini index: the shipped re-ranker, no --reranker needed
+        f"{server.url}/api/search", json={"text": "red circle", "k": 4, "rerank": 3}, headers=AUTH
+    ).json()["hits"]
+    assert {h["name"] for h in shipped[:3]} == set(plain[:3]) and shipped[3]["name"] == plain[3]
+    assert all("rerank" in h for h in shipped[:3])
 
 
 def test_upload_search(server: Server) -> None:

@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print what it found."""
-    from crossmodal.search.demo import run_demo
+    from crossmodal.search.demo import RERANK_TOP, run_demo
 
     result = run_demo(
         args.out,
@@ -39,13 +39,28 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
     )
     print(f"indexed {result.gallery} OpenMoji drawings into {result.index_dir}")
+
+    def where(rank: int | None) -> str:
+        return f"rank {rank}" if rank is not None else "not in the top 10"
+
     for q in result.queries:
-        found = f"rank {q.rank}" if q.rank is not None else "not in the top 10"
+        found = where(q.rank)
+        if q.reranked is not None:
+            found += f"; re-ranked: {where(q.reranked_rank)}"
         print(f"\n{q.query!r}  (looking for {q.target!r}: {found})")
         for rank, hit in enumerate(q.hits[: args.top], 1):
             weak = "  (weak match)" if hit.weak else ""
             print(f"  {rank}. {hit.score:.3f}  {hit.caption or hit.path}{weak}")
+    n = len(result.queries)
     top10 = sum(q.rank is not None for q in result.queries)
-    print(f"\n{top10} of {len(result.queries)} queries found their emoji in the top 10")
+    first = sum(q.rank == 1 for q in result.queries)
+    print(f"\n{top10} of {n} queries found their emoji in the top 10 ({first} first)")
+    if any(q.reranked is not None for q in result.queries):
+        top10 = sum(q.reranked_rank is not None for q in result.queries)
+        first = sum(q.reranked_rank == 1 for q in result.queries)
+        print(
+            f"re-ranking the top {RERANK_TOP} with the shipped re-ranker: {top10} of {n} in the "
+            f"top 10 ({first} first)"
+        )
     print(f"wrote {result.page}")
     return 0

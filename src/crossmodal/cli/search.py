@@ -117,10 +117,12 @@ def add_parser(sub: Any) -> None:
         "--rerank",
         type=int,
         metavar="N",
-        help="re-score the top N hits of a text query with the cross-attention re-ranker "
-        "given by --reranker (benchmarks/rerank.py trains one)",
+        help="re-score the top N hits of a text query with a re-ranker: --reranker, or the "
+        "one shipped for emoji-mini (crossmodal train --task rerank makes one)",
     )
-    s.add_argument("--reranker", type=Path, help="re-ranker weights (.safetensors)")
+    s.add_argument(
+        "--reranker", type=Path, help="re-ranker weights (.safetensors; default: the shipped one)"
+    )
     s.add_argument(
         "--explain",
         action="store_true",
@@ -263,9 +265,9 @@ def run_search(args: argparse.Namespace) -> int:
             if not args.query:
                 raise InputError("empty query: give words, an image path, or --like")
             query = parse_query(args.query, cwd=Path.cwd())
-            hits = index.search(query=query, k=args.top, where=where)
+            hits = index.search(query=query, k=max(args.top, args.rerank or 0), where=where)
             if args.rerank:
-                hits = _rerank(index, query, hits, args.rerank, args.reranker)
+                hits = _rerank(index, query, hits, args.rerank, args.reranker)[: args.top]
             if args.explain:
                 explain = _explainer(index, index.query_vector(query))
     if args.json:
@@ -293,8 +295,6 @@ def _rerank(index: Any, query: Any, hits: list[Any], n: int, weights: Path | Non
 
     from crossmodal.search.rerank import load_for_index, rerank_hits
 
-    if weights is None:
-        raise InputError("--rerank needs the re-ranker's weights: --reranker PATH")
     texts = [t.text for t in query.terms if t.text is not None]
     if len(texts) != 1 or len(query.terms) != 1:
         raise InputError("--rerank re-scores a text query: give one text, no image terms")

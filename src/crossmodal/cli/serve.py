@@ -45,7 +45,8 @@ def add_parser(sub: Any) -> None:
         "--reranker",
         type=Path,
         default=None,
-        help='re-ranker weights (.safetensors): text searches may ask for "rerank": N',
+        help='re-ranker weights (.safetensors) for text searches that ask for "rerank": N '
+        "(default: the one shipped for emoji-mini, when the index uses it)",
     )
     p.add_argument(
         "--fetch-host",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crossmodal.cli.classify import add_classify_arguments, run_classify
+from crossmodal.cli.rerank import add_rerank_arguments, run_rerank
 from crossmodal.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -71,12 +72,14 @@ def _add_train_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--task",
-        choices=("contrastive", "classify"),
+        choices=("contrastive", "classify", "rerank"),
         default="contrastive",
         help="contrastive: train the dual encoder (default); classify: train a multimodal "
-        "classifier head (image + text -> label) with cross-entropy on frozen features",
+        "classifier head (image + text -> label) with cross-entropy on frozen features; "
+        "rerank: a re-ranker for `crossmodal search --rerank N` (a memory of the data)",
     )
     add_classify_arguments(p)
+    add_rerank_arguments(p)
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
     p.add_argument(
         "--tokenizer",
@@ -87,9 +90,9 @@ def _add_train_parser(sub: Any) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps to run")
     length.add_argument("--epochs", type=int, help="passes over the data (default 1)")
-    p.add_argument("--batch-size", type=int, default=128, help="pairs per micro-batch (128)")
+    p.add_argument("--batch-size", type=int, help="pairs per micro-batch (128; --task rerank: 512)")
     p.add_argument("--accum-steps", type=int, default=1, help="micro-batches per step (1)")
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (5e-4)")
+    p.add_argument("--lr", type=float, help="peak learning rate (5e-4; --task rerank: 1e-2)")
     p.add_argument("--min-lr", type=float, default=0.0, help="cosine floor (0)")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (0)")
     p.add_argument("--weight-decay", type=float, default=0.2, help="AdamW decay (0.2)")
@@ -160,6 +163,10 @@ def _add_train_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
+BATCH_SIZE = 128  # --batch-size of the contrastive and classify tasks
+LR = 5e-4  # --lr of the contrastive and classify tasks
+
+
 @dataclass
 class TrainJob:
     """Everything ``train`` needs, built from the command line."""
@@ -185,9 +192,9 @@ def build_job(args: argparse.Namespace) -> TrainJob:
     config = TrainConfig(
         model=args.model,
         objective="contrastive",
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or BATCH_SIZE,
         accum_steps=args.accum_steps,
-        lr=args.lr,
+        lr=args.lr or LR,
         min_lr=args.min_lr,
         warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay,
@@ -226,7 +233,7 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         augment,
         seed=args.seed,
     )
-    data = build_pair_loader_factory(dataset, args.batch_size, num_workers=args.workers)
+    data = build_pair_loader_factory(dataset, config.batch_size, num_workers=args.workers)
     return TrainJob(model=model, dataset=dataset, data=data, config=config)
 
 
@@ -276,6 +283,10 @@ def _attach_tokenizer(config: CLIPConfig, path: Path) -> CLIPConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Build the job, train, save the weights, optionally evaluate, print a summary."""
+    if args.task == "rerank":
+        return run_rerank(args)
+    args.batch_size = args.batch_size or BATCH_SIZE
+    args.lr = args.lr or LR
     if args.task == "classify":
         return run_classify(args)
     if args.model is None:

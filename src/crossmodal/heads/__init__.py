@@ -7,7 +7,9 @@ and token-level multi-head cross-attention), :mod:`~crossmodal.heads.fusion`
 (``h = W_t h_t + W_i h_i``, gated and attention fusion), :mod:`~crossmodal.heads.joint`
 (``f(t, i) = g(h_t, h_i)`` with ``g`` cosine, concat + MLP, product or bilinear),
 :mod:`~crossmodal.heads.features` (frozen encoder features, patch tokens in the joint space),
-:mod:`~crossmodal.heads.classify` (image + text classifiers built from the above).
+:mod:`~crossmodal.heads.classify` (image + text classifiers built from the above),
+:mod:`~crossmodal.heads.rerank` (a re-ranker: the query attends over a memory of captioned
+pictures).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from the file.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,11 +20,25 @@ from crossmodal.errors import CheckpointError
 __all__ = ["load_head_file", "save_head_file"]
 
 
-def save_head_file(module: nn.Module, path: str | Path, key: str, meta: dict[str, Any]) -> Path:
-    """Write ``module``'s weights with ``meta`` (JSON) under metadata ``key``; return the path."""
+def save_head_file(
+    module: nn.Module,
+    path: str | Path,
+    key: str,
+    meta: dict[str, Any],
+    *,
+    half: Collection[str] = (),
+) -> Path:
+    """Write ``module``'s weights with ``meta`` (JSON) under metadata ``key``; return the path.
+
+    Tensors named in ``half`` are stored as float16 (loading casts them back).
+    """
+    import torch
     from safetensors.torch import save
 
-    state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    state = {
+        k: (v.to(torch.float16) if k in half else v).detach().contiguous()
+        for k, v in module.state_dict().items()
+    }
     data = save(state, metadata={key: json.dumps(meta)})
 
     def write(f: BinaryIO) -> None:

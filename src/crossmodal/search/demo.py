@@ -13,9 +13,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crossmodal.atomic import atomic_write_text
 from crossmodal.search.index import Hit, Index, IndexConfig
+
+if TYPE_CHECKING:
+    from crossmodal.heads.rerank import Reranker
 
 __all__ = ["DEMO_QUERIES", "DemoResult", "run_demo"]
 
@@ -36,12 +40,18 @@ DEMO_QUERIES: tuple[tuple[str, str], ...] = (
 
 @dataclass
 class DemoQuery:
-    """One query's hits and where the emoji it names ranked (None: beyond the hits)."""
+    """One query's hits and where the emoji it names ranked (None: beyond the hits), also
+    after re-ranking the top ``RERANK_TOP`` (when a re-ranker ships for the model)."""
 
     query: str
     target: str
     hits: list[Hit]
     rank: int | None
+    reranked: list[Hit] | None = None
+    reranked_rank: int | None = None
+
+
+RERANK_TOP = 20  # hits the demo re-scores with the shipped re-ranker
 
 
 @dataclass
@@ -84,16 +94,32 @@ def run_demo(
         index.add([gallery])
         count = len(index)
         result = DemoResult(gallery=count, index_dir=index_dir, page=out / "search.html")
+        reranker = _shipped_reranker(index)
         for query, target in queries:
-            hits = index.search(text=query, k=k)
-            rank = next(
-                (i for i, h in enumerate(hits, 1) if _label(h) == target),
-                None,
-            )
-            result.queries.append(DemoQuery(query, target, hits, rank))
+            wide = index.search(text=query, k=max(k, RERANK_TOP))
+            hits = wide[:k]
+            found = DemoQuery(query, target, hits, _rank(hits, target))
+            if reranker is not None:
+                from crossmodal.search.rerank import rerank_hits
+
+                found.reranked = rerank_hits(index, reranker, query, wide, RERANK_TOP)[:k]
+                found.reranked_rank = _rank(found.reranked, target)
+            result.queries.append(found)
     sections = [(f"{q.query}  (looking for: {q.target})", q.hits) for q in result.queries]
     write_results_page(result.page, "demo on the held-out OpenMoji style", sections)
     return result
+
+
+def _rank(hits: Sequence[Hit], target: str) -> int | None:
+    """1-based rank of the hit labelled ``target``, None when it is not among ``hits``."""
+    return next((i for i, h in enumerate(hits, 1) if _label(h) == target), None)
+
+
+def _shipped_reranker(index: Index) -> Reranker | None:
+    """The re-ranker shipped for the index's model, if one ships."""
+    from crossmodal.search.rerank import default_reranker, load_for_index
+
+    return load_for_index(index) if default_reranker(index.model) is not None else None
 
 
 def _label(hit: Hit) -> str:

@@ -1,6 +1,7 @@
 """Re-scoring the top hits of a text search with a trained re-ranker (:mod:`~crossmodal.heads`).
 
-Shared by ``crossmodal search --rerank N`` and the service's ``"rerank": N``.
+Shared by ``crossmodal search --rerank N`` and the service's ``"rerank": N``. The re-ranker
+reads vectors only: the query's and the hits' stored ones, so no picture is decoded again.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from crossmodal.errors import InputError
 
 if TYPE_CHECKING:
@@ -16,42 +20,83 @@ if TYPE_CHECKING:
     from crossmodal.search.index import Index
     from crossmodal.search.results import Hit
 
-__all__ = ["load_for_index", "rerank_hits"]
+__all__ = ["SHIPPED", "default_reranker", "load_for_index", "rerank_hits"]
 
 
-def load_for_index(index: Index, weights: str | Path) -> Reranker:
-    """The re-ranker at ``weights``, checked to fit ``index``'s model.
+SHIPPED = {"native:emoji-mini": "emoji-mini.reranker.safetensors"}  # in crossmodal/assets/
+
+
+def default_reranker(model: str) -> Path | None:
+    """The re-ranker shipped for ``model`` (emoji-mini's), or None when none ships."""
+    name = SHIPPED.get(model)
+    if name is None:
+        return None
+    path = Path(__file__).resolve().parents[1] / "assets" / name
+    return path if path.is_file() else None
+
+
+def load_for_index(index: Index, weights: str | Path | None = None) -> Reranker:
+    """The re-ranker at ``weights`` (default: the one shipped for the index's model),
+    checked to fit ``index``'s model.
 
     Raises:
-        InputError: It was trained on another model's features, or the index's model is not
-            a native one (the re-ranker reads its word and patch tokens).
+        InputError: None is given and none ships for the model, or it was trained on
+            another model's vectors.
         CheckpointError: The file is not a re-ranker.
     """
-    from crossmodal.encoders.native import NativeEncoder
     from crossmodal.heads.rerank import load_reranker
 
+    if weights is None:
+        weights = default_reranker(index.model)
+        if weights is None:
+            raise InputError(
+                f"no re-ranker ships for {index.model}: train one (crossmodal train --task "
+                "rerank -d CAPTIONED_DATA -o OUT) and pass it with --reranker OUT/"
+                "reranker.safetensors"
+            )
     reranker, trained_on = load_reranker(weights)
     if trained_on != index.model:
         raise InputError(
             f"{weights} was trained on {trained_on!r} features; this index uses "
             f"{index.model!r}: train a re-ranker for that model"
         )
-    if not isinstance(index.encoder, NativeEncoder):
-        raise InputError(f"re-ranking reads a native model's tokens; {index.model} is not one")
+    if reranker.config["dim"] != index.encoder.dim:
+        raise InputError(
+            f"{weights} holds {reranker.config['dim']}-d vectors; {index.model} makes "
+            f"{index.encoder.dim}-d ones"
+        )
     return reranker
 
 
-def rerank_hits(index: Index, reranker: Reranker, text: str, hits: list[Hit], n: int) -> list[Hit]:
+def rerank_hits(
+    index: Index,
+    reranker: Reranker,
+    text: str,
+    hits: list[Hit],
+    n: int,
+    vector: npt.NDArray[np.float32] | None = None,
+) -> list[Hit]:
     """The top ``n`` hits re-scored for ``text`` (``Hit.rerank``) and re-ordered; the rest as
-    they were."""
-    from crossmodal.encoders.native import NativeEncoder
-    from crossmodal.heads.rerank import rerank_images
-    from crossmodal.search.video import frame_at
+    they were. ``vector`` is the query's, when the caller has it; a hit whose vector went
+    meanwhile (another process removed its file) keeps its place, unscored, after the others.
+    """
+    import torch
 
-    encoder = index.encoder
-    assert isinstance(encoder, NativeEncoder)  # load_for_index checked it
+    from crossmodal.search.query import Query
+
     top = hits[:n]
-    pictures = [frame_at(h.path, h.time).image if h.time is not None else h.path for h in top]
-    scores = rerank_images(reranker, encoder.model.float(), text, pictures).tolist()
-    order = sorted(range(len(top)), key=lambda i: -scores[i])
-    return [dataclasses.replace(top[i], rerank=float(scores[i])) for i in order] + hits[n:]
+    if not top:
+        return hits
+    if vector is None:
+        vector = index.query_vector(Query.of(text))
+    stored = [index.store.vector_of_file(h.path, h.time) for h in top]
+    found = [(i, v) for i, v in enumerate(stored) if v is not None]
+    present = [i for i, _ in found]
+    scores: list[float] = []
+    if found:
+        pictures = torch.from_numpy(np.stack([v for _, v in found]))
+        scores = reranker.score(torch.from_numpy(vector), pictures).tolist()
+    order = sorted(range(len(present)), key=lambda j: -scores[j])
+    rescored = [dataclasses.replace(top[present[j]], rerank=float(scores[j])) for j in order]
+    gone = [h for i, h in enumerate(top) if stored[i] is None]
+    return rescored + gone + hits[n:]

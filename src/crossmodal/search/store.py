@@ -384,12 +384,19 @@ class Store:
                 out[int(vid)] = (str(digest), None if t == STILL else float(t))
         return out
 
-    def vector_of_file(self, path: str) -> npt.NDArray[np.float32] | None:
-        """The (first) stored vector of an indexed file, for "more like this"."""
+    def vector_of_file(
+        self, path: str, time: float | None = None
+    ) -> npt.NDArray[np.float32] | None:
+        """The stored vector of an indexed file: its first (for "more like this"), or the
+        frame at ``time`` seconds of a video."""
+        if time is None:
+            sql, params = "", (path,)
+        else:
+            sql, params = " AND v.time = ?", (path, float(time))  # type: ignore[assignment]
         row = self.db.execute(
             "SELECT v.vector FROM files f JOIN vectors v ON v.hash = f.hash "
-            "WHERE f.path = ? ORDER BY v.time LIMIT 1",
-            (path,),
+            f"WHERE f.path = ?{sql} ORDER BY v.time LIMIT 1",
+            params,
         ).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 

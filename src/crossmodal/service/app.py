@@ -151,7 +151,11 @@ def create_app(settings: ServiceSettings) -> Any:
         if body.image_id and body.image_url:
             raise error(400, "give an image_id or an image_url, not both")
         if body.rerank and service.reranker is None:
-            raise error(400, "this server has no re-ranker: start it with --reranker PATH")
+            raise error(
+                400,
+                "this server has no re-ranker for its model: start it with --reranker PATH "
+                "(crossmodal train --task rerank makes one)",
+            )
         if body.rerank and (not body.text or body.image_id or body.image_url or body.negative):
             raise error(400, "rerank re-scores a text query: give a text and nothing else")
         where = SearchFilter(folder=body.folder, kind=body.kind)
@@ -175,7 +179,9 @@ def create_app(settings: ServiceSettings) -> Any:
             from crossmodal.search.rerank import rerank_hits
 
             started = time.perf_counter()
-            hits = rerank_hits(service.index, service.reranker, str(body.text), hits, body.rerank)
+            hits = rerank_hits(
+                service.index, service.reranker, str(body.text), hits, body.rerank, vector
+            )
             took = round((time.perf_counter() - started) * 1e3, 1)
             return {"hits": service.hits_json(hits[: body.k]), "rerank_ms": took}
 

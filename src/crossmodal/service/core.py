@@ -48,9 +48,9 @@ class Service:
                     self.index.store.set_meta(_SECRET_KEY, secret)
         self.ids = FileIds(secret)
         self.reranker: Reranker | None = None
-        if settings.reranker is not None:
-            from crossmodal.search.rerank import load_for_index
+        from crossmodal.search.rerank import default_reranker, load_for_index
 
+        if settings.reranker is not None or default_reranker(self.index.model) is not None:
             self.reranker = load_for_index(self.index, settings.reranker)
         self.metrics = Metrics(self.file_count)
 
