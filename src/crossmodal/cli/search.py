@@ -265,11 +265,19 @@ def run_search(args: argparse.Namespace) -> int:
             if not args.query:
                 raise InputError("empty query: give words, an image path, or --like")
             query = parse_query(args.query, cwd=Path.cwd())
-            hits = index.search(query=query, k=max(args.top, args.rerank or 0), where=where)
+            vector = index.query_vector(query)  # once, for the search, re-ranking, heat maps
+            texts = [t.text for t in query.terms if t.text is not None]
+            hits = index.search(
+                vector=vector,
+                texts=texts if len(texts) == len(query.terms) else None,
+                k=max(args.top, args.rerank or 0),
+                where=where,
+            )
             if args.rerank:
-                hits = _rerank(index, query, hits, args.rerank, args.reranker)[: args.top]
+                hits = _rerank(index, query, vector, hits, args.rerank, args.reranker)
+                hits = hits[: args.top]
             if args.explain:
-                explain = _explainer(index, index.query_vector(query))
+                explain = _explainer(index, vector)
     if args.json:
         for hit in hits:
             print(json.dumps(hit.as_dict(), ensure_ascii=False))
@@ -289,7 +297,9 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rerank(index: Any, query: Any, hits: list[Any], n: int, weights: Path | None) -> list[Any]:
+def _rerank(
+    index: Any, query: Any, vector: Any, hits: list[Any], n: int, weights: Path | None
+) -> list[Any]:
     """The top ``n`` hits re-scored by the re-ranker and re-ordered; the rest unchanged."""
     import time
 
@@ -300,7 +310,7 @@ def _rerank(index: Any, query: Any, hits: list[Any], n: int, weights: Path | Non
         raise InputError("--rerank re-scores a text query: give one text, no image terms")
     reranker = load_for_index(index, weights)
     start = time.perf_counter()
-    reranked = rerank_hits(index, reranker, texts[0], hits, n)
+    reranked = rerank_hits(index, reranker, texts[0], hits, n, vector)
     print(
         f"re-ranked the top {min(n, len(hits))} in {(time.perf_counter() - start) * 1e3:.0f} ms",
         file=sys.stderr,
