@@ -32,7 +32,12 @@ import torch
 from crossmodal.data.sources import open_source
 from crossmodal.heads.features import extract_features, load_clip, text_tokens
 from crossmodal.heads.rerank import Reranker, RerankMemory, save_reranker
-from crossmodal.heads.rerank_train import RerankTrainConfig, rerank_ranks, train_reranker
+from crossmodal.heads.rerank_train import (
+    RerankTrainConfig,
+    build_memory,
+    rerank_ranks,
+    train_reranker,
+)
 from crossmodal.models.clip import CLIP
 
 TRAIN_STYLES = ("twemoji", "noto")
@@ -47,19 +52,14 @@ def sign_test(gained: int, lost: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def build_memory(model: CLIP, data: Path, rows: list[dict], codes: dict[str, int]) -> RerankMemory:
-    """The training pictures' vectors, keyed by their English and Chinese labels."""
-    images = [str(data / r["image"]) for r in rows]
-    pictures = extract_features(model, images, [""] * len(images), progress=True).h_i
-    en = text_tokens(model, [r["captions_en"][0] for r in rows])[2]
-    zh = text_tokens(model, [r["captions_zh"][0] for r in rows])[2]
-    styles = sorted({r["style"] for r in rows})
-    return RerankMemory(
-        keys=torch.cat([en, zh]),
-        key_picture=torch.arange(len(rows)).repeat(2),
-        pictures=pictures,
-        groups=torch.tensor([codes[r["hexcode"]] for r in rows]),
-        galleries=torch.tensor([styles.index(r["style"]) for r in rows]),
+def memory_of(model: CLIP, pictures: torch.Tensor, rows: list[dict]) -> RerankMemory:
+    """The training pictures, keyed by their English and Chinese labels (as the CLI does)."""
+    return build_memory(
+        pictures,
+        [[r["captions_en"][0], r["captions_zh"][0]] for r in rows],
+        lambda texts: text_tokens(model, texts)[2],
+        groups=[r["hexcode"] for r in rows],
+        galleries=[r["style"] for r in rows],
     )
 
 
@@ -100,7 +100,9 @@ def main() -> None:
     train_rows = [r for r in rows if r["style"] in TRAIN_STYLES]
     codes = {code: i for i, code in enumerate(sorted({r["hexcode"] for r in rows}))}
     t0 = time.perf_counter()
-    memory = build_memory(model, args.data, train_rows, codes)
+    images = [str(args.data / r["image"]) for r in train_rows]
+    pictures = extract_features(model, images, [""] * len(images), progress=True).h_i
+    memory = memory_of(model, pictures, train_rows)
     print(
         f"memory: {len(memory.keys)} captions of {len(memory.pictures)} pictures "
         f"({time.perf_counter() - t0:.0f} s)"
@@ -109,18 +111,8 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     unseen_codes = set(rng.choice(sorted(codes), int(len(codes) * args.unseen), replace=False))
-    keep = torch.tensor([r["hexcode"] not in unseen_codes for r in train_rows])
-    kept = keep.nonzero().flatten()
-    remap = torch.full((len(train_rows),), -1, dtype=torch.long)
-    remap[kept] = torch.arange(len(kept))
-    key_kept = keep[memory.key_picture]
-    partial = RerankMemory(
-        keys=memory.keys[key_kept],
-        key_picture=remap[memory.key_picture[key_kept]],
-        pictures=memory.pictures[kept],
-        groups=memory.groups[kept],
-        galleries=memory.galleries[kept],
-    )
+    kept = [i for i, r in enumerate(train_rows) if r["hexcode"] not in unseen_codes]
+    partial = memory_of(model, pictures[kept], [train_rows[i] for i in kept])
     rerankers = {}
     for name, mem in (("full memory", memory), ("memory without 1/3 of the emoji", partial)):
         t1 = time.perf_counter()

@@ -305,12 +305,11 @@ def _rerank(
 
     from crossmodal.search.rerank import load_for_index, rerank_hits
 
-    texts = [t.text for t in query.terms if t.text is not None]
-    if len(texts) != 1 or len(query.terms) != 1:
+    if len(query.terms) != 1 or query.terms[0].text is None:
         raise InputError("--rerank re-scores a text query: give one text, no image terms")
     reranker = load_for_index(index, weights)
     start = time.perf_counter()
-    reranked = rerank_hits(index, reranker, texts[0], hits, n, vector)
+    reranked = rerank_hits(index, reranker, vector, hits, n)
     print(
         f"re-ranked the top {min(n, len(hits))} in {(time.perf_counter() - start) * 1e3:.0f} ms",
         file=sys.stderr,

@@ -13,13 +13,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from crossmodal.atomic import atomic_write_text
 from crossmodal.search.index import Hit, Index, IndexConfig
-
-if TYPE_CHECKING:
-    from crossmodal.heads.rerank import Reranker
+from crossmodal.search.query import Query
+from crossmodal.search.rerank import find_reranker, rerank_hits
 
 __all__ = ["DEMO_QUERIES", "DemoResult", "run_demo"]
 
@@ -94,15 +92,14 @@ def run_demo(
         index.add([gallery])
         count = len(index)
         result = DemoResult(gallery=count, index_dir=index_dir, page=out / "search.html")
-        reranker = _shipped_reranker(index)
+        reranker = find_reranker(index)  # the one shipped for the model, if any
         for query, target in queries:
-            wide = index.search(text=query, k=max(k, RERANK_TOP))
+            vector = index.query_vector(Query.of(query))
+            wide = index.search(vector=vector, texts=[query], k=max(k, RERANK_TOP))
             hits = wide[:k]
             found = DemoQuery(query, target, hits, _rank(hits, target))
             if reranker is not None:
-                from crossmodal.search.rerank import rerank_hits
-
-                found.reranked = rerank_hits(index, reranker, query, wide, RERANK_TOP)[:k]
+                found.reranked = rerank_hits(index, reranker, vector, wide, RERANK_TOP)[:k]
                 found.reranked_rank = _rank(found.reranked, target)
             result.queries.append(found)
     sections = [(f"{q.query}  (looking for: {q.target})", q.hits) for q in result.queries]
@@ -113,13 +110,6 @@ def run_demo(
 def _rank(hits: Sequence[Hit], target: str) -> int | None:
     """1-based rank of the hit labelled ``target``, None when it is not among ``hits``."""
     return next((i for i, h in enumerate(hits, 1) if _label(h) == target), None)
-
-
-def _shipped_reranker(index: Index) -> Reranker | None:
-    """The re-ranker shipped for the index's model, if one ships."""
-    from crossmodal.search.rerank import default_reranker, load_for_index
-
-    return load_for_index(index) if default_reranker(index.model) is not None else None
 
 
 def _label(hit: Hit) -> str:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from crossmodal.search.index import Index
     from crossmodal.search.results import Hit
 
-__all__ = ["SHIPPED", "default_reranker", "load_for_index", "rerank_hits"]
+__all__ = ["SHIPPED", "default_reranker", "find_reranker", "load_for_index", "rerank_hits"]
 
 
 SHIPPED = {"native:emoji-mini": "emoji-mini.reranker.safetensors"}  # in crossmodal/assets/
@@ -35,25 +35,19 @@ def default_reranker(model: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_for_index(index: Index, weights: str | Path | None = None) -> Reranker:
-    """The re-ranker at ``weights`` (default: the one shipped for the index's model),
+def find_reranker(index: Index, weights: str | Path | None = None) -> Reranker | None:
+    """The re-ranker at ``weights``, else the one shipped for the index's model, else None;
     checked to fit ``index``'s model.
 
     Raises:
-        InputError: None is given and none ships for the model, or it was trained on
-            another model's vectors.
+        InputError: It was trained on another model's vectors.
         CheckpointError: The file is not a re-ranker.
     """
     from crossmodal.heads.rerank import load_reranker
 
+    weights = weights if weights is not None else default_reranker(index.model)
     if weights is None:
-        weights = default_reranker(index.model)
-        if weights is None:
-            raise InputError(
-                f"no re-ranker ships for {index.model}: train one (crossmodal train --task "
-                "rerank -d CAPTIONED_DATA -o OUT) and pass it with --reranker OUT/"
-                "reranker.safetensors"
-            )
+        return None
     reranker, trained_on = load_reranker(weights)
     if trained_on != index.model:
         raise InputError(
@@ -68,35 +62,45 @@ def load_for_index(index: Index, weights: str | Path | None = None) -> Reranker:
     return reranker
 
 
+def load_for_index(index: Index, weights: str | Path | None = None) -> Reranker:
+    """:func:`find_reranker`, for a caller that needs one.
+
+    Raises:
+        InputError: None is given and none ships for the model (the message says how to
+            train one), or it does not fit the index.
+        CheckpointError: The file is not a re-ranker.
+    """
+    reranker = find_reranker(index, weights)
+    if reranker is None:
+        raise InputError(
+            f"no re-ranker ships for {index.model}: train one (crossmodal train --task "
+            "rerank -d CAPTIONED_DATA -o OUT) and pass it with --reranker OUT/"
+            "reranker.safetensors"
+        )
+    return reranker
+
+
 def rerank_hits(
     index: Index,
     reranker: Reranker,
-    text: str,
+    vector: npt.NDArray[np.float32],
     hits: list[Hit],
     n: int,
-    vector: npt.NDArray[np.float32] | None = None,
 ) -> list[Hit]:
-    """The top ``n`` hits re-scored for ``text`` (``Hit.rerank``) and re-ordered; the rest as
-    they were. ``vector`` is the query's, when the caller has it; a hit whose vector went
-    meanwhile (another process removed its file) keeps its place, unscored, after the others.
+    """The top ``n`` hits re-scored for the query ``vector`` (``Hit.rerank``) and re-ordered;
+    the rest as they were. A hit whose vector went meanwhile (another process removed its
+    file) keeps its place, unscored, after the others.
     """
     import torch
 
-    from crossmodal.search.query import Query
-
     top = hits[:n]
-    if not top:
-        return hits
-    if vector is None:
-        vector = index.query_vector(Query.of(text))
     stored = [index.store.vector_of_file(h.path, h.time) for h in top]
     found = [(i, v) for i, v in enumerate(stored) if v is not None]
-    present = [i for i, _ in found]
-    scores: list[float] = []
-    if found:
-        pictures = torch.from_numpy(np.stack([v for _, v in found]))
-        scores = reranker.score(torch.from_numpy(vector), pictures).tolist()
-    order = sorted(range(len(present)), key=lambda j: -scores[j])
-    rescored = [dataclasses.replace(top[present[j]], rerank=float(scores[j])) for j in order]
+    if not found:
+        return hits
+    pictures = torch.from_numpy(np.stack([v for _, v in found]))
+    scores = reranker.score(torch.from_numpy(vector), pictures).tolist()
+    order = sorted(range(len(found)), key=lambda j: -scores[j])
+    rescored = [dataclasses.replace(top[found[j][0]], rerank=float(scores[j])) for j in order]
     gone = [h for i, h in enumerate(top) if stored[i] is None]
     return rescored + gone + hits[n:]

@@ -389,13 +389,12 @@ class Store:
     ) -> npt.NDArray[np.float32] | None:
         """The stored vector of an indexed file: its first (for "more like this"), or the
         frame at ``time`` seconds of a video."""
-        if time is None:
-            sql, params = "", (path,)
-        else:
-            sql, params = " AND v.time = ?", (path, float(time))  # type: ignore[assignment]
+        at, params = "", list[object]([path])
+        if time is not None:
+            at, params = " AND v.time = ?", [path, float(time)]
         row = self.db.execute(
             "SELECT v.vector FROM files f JOIN vectors v ON v.hash = f.hash "
-            f"WHERE f.path = ?{sql} ORDER BY v.time LIMIT 1",
+            f"WHERE f.path = ?{at} ORDER BY v.time LIMIT 1",
             params,
         ).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()

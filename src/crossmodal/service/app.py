@@ -179,9 +179,7 @@ def create_app(settings: ServiceSettings) -> Any:
             from crossmodal.search.rerank import rerank_hits
 
             started = time.perf_counter()
-            hits = rerank_hits(
-                service.index, service.reranker, str(body.text), hits, body.rerank, vector
-            )
+            hits = rerank_hits(service.index, service.reranker, vector, hits, body.rerank)
             took = round((time.perf_counter() - started) * 1e3, 1)
             return {"hits": service.hits_json(hits[: body.k]), "rerank_ms": took}
 

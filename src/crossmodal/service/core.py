@@ -47,11 +47,9 @@ class Service:
                 with self.index.store.transaction():
                     self.index.store.set_meta(_SECRET_KEY, secret)
         self.ids = FileIds(secret)
-        self.reranker: Reranker | None = None
-        from crossmodal.search.rerank import default_reranker, load_for_index
+        from crossmodal.search.rerank import find_reranker
 
-        if settings.reranker is not None or default_reranker(self.index.model) is not None:
-            self.reranker = load_for_index(self.index, settings.reranker)
+        self.reranker: Reranker | None = find_reranker(self.index, settings.reranker)
         self.metrics = Metrics(self.file_count)
 
     def file_count(self) -> int:
