@@ -45,7 +45,9 @@ def _manifest(root: Path, copies: int = 1) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder() -> crossmodal.Encoder:
-    return crossmodal.load_encoder(crossmodal.DEFAULT_MODEL)
+    # fp32: the features are compared with load_clip's fp32 model (on a CPU with
+    # AVX512-BF16, "auto" would embed in bf16)
+    return crossmodal.load_encoder(crossmodal.DEFAULT_MODEL, precision="fp32")
 
 
 def test_shards_hold_the_embedders_vectors(tmp_path: Path, encoder: crossmodal.Encoder) -> None:

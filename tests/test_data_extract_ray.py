@@ -64,9 +64,13 @@ def _actor_pids() -> list[int]:
     return pids
 
 
+# fp32 throughout: under bf16 (auto, where the CPU has it) a vector depends on its batch's
+# other rows, and Ray's batches need not be the single process's.
 def _single_process(folder: Path, out: Path, config: ExtractConfig) -> None:
     source = open_source(folder, tree=True)
-    extract_features(source, load_encoder("native:emoji-mini", device="cpu"), out, config)
+    extract_features(
+        source, load_encoder("native:emoji-mini", device="cpu", precision="fp32"), out, config
+    )
 
 
 def test_ray_writes_the_single_process_shards(local_ray: Any, tmp_path: Path) -> None:
@@ -75,7 +79,12 @@ def test_ray_writes_the_single_process_shards(local_ray: Any, tmp_path: Path) ->
     _single_process(folder, tmp_path / "local", config)
     spec = SourceSpec(str(folder), {"tree": True})
     report = extract_features_ray(
-        spec, "native:emoji-mini", tmp_path / "ray", config, RayConfig(actors=2, num_cpus=0.5)
+        spec,
+        "native:emoji-mini",
+        tmp_path / "ray",
+        config,
+        RayConfig(actors=2, num_cpus=0.5),
+        precision="fp32",
     )
     assert (report.shards, report.written, report.images) == (4, 4, 200)
     rows, vectors = _shards(tmp_path / "ray")
@@ -83,7 +92,12 @@ def test_ray_writes_the_single_process_shards(local_ray: Any, tmp_path: Path) ->
     assert rows == want_rows
     np.testing.assert_allclose(vectors, want, rtol=0, atol=1e-5)
     again = extract_features_ray(
-        spec, "native:emoji-mini", tmp_path / "ray", config, RayConfig(actors=2, num_cpus=0.5)
+        spec,
+        "native:emoji-mini",
+        tmp_path / "ray",
+        config,
+        RayConfig(actors=2, num_cpus=0.5),
+        precision="fp32",
     )
     assert (again.written, again.skipped) == (0, 4)  # resumed: nothing left to do
 
@@ -100,7 +114,12 @@ def test_killing_an_actor_mid_job_still_writes_every_shard_once(
     def job() -> None:
         try:
             result["report"] = extract_features_ray(
-                spec, "native:emoji-mini", out, config, RayConfig(actors=2, num_cpus=0.5)
+                spec,
+                "native:emoji-mini",
+                out,
+                config,
+                RayConfig(actors=2, num_cpus=0.5),
+                precision="fp32",
             )
         except BaseException as exc:  # reported by the assertion below
             result["error"] = exc
@@ -164,7 +183,7 @@ def test_one_shard_per_input_tar(local_ray: Any, tmp_path: Path) -> None:
     config = ExtractConfig(shard_by="input", batch_size=8)
     local = extract_features(
         open_source(pattern),
-        load_encoder("native:emoji-mini", device="cpu"),
+        load_encoder("native:emoji-mini", device="cpu", precision="fp32"),
         tmp_path / "a",
         config,
     )
@@ -175,6 +194,7 @@ def test_one_shard_per_input_tar(local_ray: Any, tmp_path: Path) -> None:
         tmp_path / "b",
         config,
         RayConfig(num_cpus=0.5),
+        precision="fp32",
     )
     assert (report.shards, report.images) == (3, 15)
     sizes = [len(shard.rows) for shard in read_feature_shards(tmp_path / "b")]
@@ -186,7 +206,7 @@ def test_one_shard_per_input_tar(local_ray: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="WebDataset"):
         extract_features(
             open_source(_folder(tmp_path / "pics", 1, 32), tree=True),
-            load_encoder("native:emoji-mini", device="cpu"),
+            load_encoder("native:emoji-mini", device="cpu", precision="fp32"),
             tmp_path / "c",
             config,
         )

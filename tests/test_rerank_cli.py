@@ -68,7 +68,9 @@ def test_train_a_reranker_and_search_with_it(
     from crossmodal.heads.features import load_clip
 
     own = float(load_clip().logit_scale.detach().exp().clamp(max=100))
-    assert float(reranker.scale) == pytest.approx(own)  # trained at the encoder's sharpness
+    # trained at the encoder's sharpness (to bf16's rounding of the log-scale where the CPU
+    # makes "auto" load bf16 weights)
+    assert float(reranker.scale) == pytest.approx(own, rel=2e-3)
     assert reranker.config["keys"] == 24 and reranker.config["pictures"] == 12  # EN + ZH keys
     report = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     assert report["queries"] == 6 and report["top_n"] == 4

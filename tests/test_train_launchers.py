@@ -18,6 +18,9 @@ from crossmodal.train.records import read_metrics
 from tests.test_train_cli import _args, manifest  # noqa: F401  (a fixture)
 
 STEPS = "3"
+# fp32 everywhere: on a CPU with AVX512-BF16 "auto" trains in bf16, whose rounding differs
+# between one process and two (the curves would agree to 1e-2, not 1e-4)
+FP32 = ("--precision", "fp32")
 
 
 def _curve(out: Path) -> list[float]:
@@ -27,7 +30,7 @@ def _curve(out: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def one_process(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
     out = tmp_path_factory.mktemp("one") / "run"
-    assert main(_args(manifest, out, "--steps", STEPS, "--batch-size", "8")) == 0
+    assert main(_args(manifest, out, "--steps", STEPS, "--batch-size", "8", *FP32)) == 0
     return out
 
 
@@ -39,7 +42,7 @@ def test_torchrun_two_processes_follow_one_process(
     out = tmp_path / "two"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
     proc = subprocess.run(
-        [*command, "2", "-m", "crossmodal", *_args(manifest, out, "--steps", STEPS)],
+        [*command, "2", "-m", "crossmodal", *_args(manifest, out, "--steps", STEPS, *FP32)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -61,7 +64,7 @@ def test_ray_train_workers_follow_one_process(
     pytest.importorskip("ray.train.torch")
     out = tmp_path / "ray"
     engine = ["--engine", "ray", "--ray-workers", "2", "--ray-cpus", "0.5"]
-    assert main(_args(manifest, out, "--steps", STEPS, *engine)) == 0
+    assert main(_args(manifest, out, "--steps", STEPS, *engine, *FP32)) == 0
     assert "trained on 2 Ray worker(s)" in capsys.readouterr().out
     assert _curve(out) == pytest.approx(_curve(one_process), abs=1e-4)
     _same_weights(out, one_process)

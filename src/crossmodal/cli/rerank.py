@@ -68,7 +68,8 @@ def logit_scale(encoder: Any) -> float:
     scale = getattr(getattr(encoder, "model", None), "logit_scale", None)
     if scale is None:
         return 100.0
-    value = float(scale.detach().exp()) if hasattr(scale, "detach") else float(scale)
+    # exp in fp32: bf16 weights (the "auto" precision on an AVX512-BF16 CPU) would round it
+    value = float(scale.detach().float().exp()) if hasattr(scale, "detach") else float(scale)
     return min(value, 100.0)
 
 
