@@ -258,6 +258,19 @@ def run_size(args: argparse.Namespace, n: int) -> tuple[dict[str, object], list[
             )
             sweep.append({"ef_search": ef, "p50_ms": np.median(s) * 1e3, "recall": r})
         hnsw.options = default  # type: ignore[attr-defined]
+    if "ivfpq" in indexes and indexes["ivfpq"].kind == "ivfpq":
+        ivfpq = indexes["ivfpq"]
+        default = ivfpq.options  # type: ignore[attr-defined]
+        for nprobe in args.nprobe_sweep:
+            ivfpq.options = replace(default, nprobe=nprobe)  # type: ignore[attr-defined]
+            s, found = timed_queries(ivfpq, queries, args.k, args.query_threads)
+            r = recall(found, truth)
+            print(
+                f"ivfpq nprobe={nprobe} of {default.nlist}: p50 {np.median(s) * 1e3:.3f} ms, "
+                f"p95 {np.percentile(s, 95) * 1e3:.3f} ms, R@{args.k} {r:.3f}"
+            )
+            sweep.append({"nprobe": nprobe, "p50_ms": np.median(s) * 1e3, "recall": r})
+        ivfpq.options = default  # type: ignore[attr-defined]
     filtered = []
     rng = np.random.default_rng(args.seed + 2)
     for share in args.filters:
@@ -286,7 +299,7 @@ def run_size(args: argparse.Namespace, n: int) -> tuple[dict[str, object], list[
         "auto": auto,
         "rows": [vars(r) for r in rows],
         "filtered": filtered,
-        "ef_sweep": sweep,
+        "sweep": sweep,
     }
     return record, rows
 
@@ -311,7 +324,9 @@ def main() -> None:
     """Run every size and print a table per size, then one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--kinds", nargs="+", default=["hnsw"], help="measured besides exact")
+    parser.add_argument(
+        "--kinds", nargs="+", default=["ivfpq"], help="measured besides exact (hnsw: slow build)"
+    )
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--rank", type=int, default=32, help="latent rank of the proxy data")
     parser.add_argument("--queries", type=int, default=200)
@@ -322,6 +337,13 @@ def main() -> None:
         nargs="*",
         default=[],
         help="also time the built HNSW index at these efSearch values (e.g. 96 192 256)",
+    )
+    parser.add_argument(
+        "--nprobe-sweep",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time the built IVF-PQ index at these nprobe values (lists scanned)",
     )
     parser.add_argument(
         "--filters",

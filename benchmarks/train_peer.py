@@ -22,9 +22,10 @@ What is made equal (and how):
   ``steps / epochs × batch`` rows, with ``epochs`` the smallest divisor of ``steps`` that fits
   the CSV; both trainers read that subset and run exactly ``steps`` optimizer steps;
 - recipe: AdamW (0.9, 0.98, 1e-6), lr, warmup, cosine to 0, weight decay, gradient clipping
-  at norm 1.0 (crossmodal's default), fp32, CPU, same loader workers, same threads;
-  augmentation: OpenCLIP's default random resized crop (scale 0.9-1) and, for crossmodal,
-  ``--crop-scale 0.9 --rotation 0`` (the same crop, no rotation).
+  at norm 1.0 (crossmodal's default), one precision for both (``--precision``: fp32, or
+  bf16 autocast), CPU, same loader workers, same threads; augmentation: OpenCLIP's
+  default random resized crop (scale 0.9-1) and, for crossmodal, ``--crop-scale 0.9
+  --rotation 0`` (the same crop, no rotation).
 
 What differs and is reported rather than hidden: crossmodal exempts token and positional
 embeddings from weight decay (OpenCLIP decays every 2-D tensor), and the order of the data
@@ -58,6 +59,7 @@ _OPENCLIP_WORKER = "_openclip-worker"  # argv[1] of the wrapper process running 
 _INSTALL_HINT = "pip install 'open_clip_torch[training]'"
 _CSV_COLUMNS = ("filepath", "title")  # what both trainers read from the CSV
 _RUN_NAME = "peer"  # open_clip_train --name
+_OPENCLIP_PRECISION = {"fp32": "fp32", "bf16": "amp_bf16"}  # --precision: the same on both
 # open_clip_train's per-step log line (with --log-every-n-steps 1)
 _OC_LINE = re.compile(
     r"Train Epoch: (?P<epoch>\d+) \[\s*(?P<seen>\d+)/\d+.*?Batch \(t\): [\d.]+, "
@@ -89,6 +91,7 @@ class PeerConfig:
     eval_limit: int | None = None  # keep the first N rows of each eval manifest
     skip_steps: int | None = None  # warm-up steps left out of the steady rate (None: auto)
     match_time: bool = False  # also estimate crossmodal's steps in OpenCLIP's loop time
+    precision: str = "fp32"  # fp32, or bf16: crossmodal's bf16 autocast, OpenCLIP's amp_bf16
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,7 @@ def run_crossmodal(cfg: PeerConfig, plan: DataPlan, row: TrainerRow, skip: int) 
         "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr),
         "--warmup-steps", str(cfg.warmup), "--weight-decay", str(cfg.weight_decay),
         "--crop-scale", "0.9", "--rotation", "0", "--checkpoint-every", "0",
-        "--seed", str(cfg.seed), "--precision", "fp32", "--device", "cpu",
+        "--seed", str(cfg.seed), "--precision", cfg.precision, "--device", "cpu",
         "--workers", str(cfg.workers), "--no-progress",
     ]  # fmt: skip
     row.command = shlex.join(cmd)
@@ -282,7 +285,8 @@ def run_openclip(
         "--model", oc_config.stem, "--batch-size", str(cfg.batch_size),
         "--epochs", str(plan.epochs), "--lr", str(cfg.lr), "--warmup", str(cfg.warmup),
         "--wd", str(cfg.weight_decay), "--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6",
-        "--grad-clip-norm", str(cfg.grad_clip), "--precision", "fp32", "--device", "cpu",
+        "--grad-clip-norm", str(cfg.grad_clip), "--precision", _OPENCLIP_PRECISION[cfg.precision],
+        "--device", "cpu",
         "--workers", str(cfg.workers), "--seed", str(cfg.seed), "--logs", str(logs),
         "--name", _RUN_NAME, "--log-every-n-steps", "1", "--save-frequency", str(plan.epochs),
         "--report-to", "", "--zeroshot-frequency", "0", "--val-frequency", "0",
@@ -452,6 +456,8 @@ def parse_args(argv: list[str] | None = None) -> PeerConfig:
     p.add_argument("--skip-steps", type=int, help="warm-up steps left out of 'steady'")
     p.add_argument("--match-time", action="store_true", help="estimate crossmodal's steps "
                    "in OpenCLIP's loop time")  # fmt: skip
+    p.add_argument("--precision", choices=sorted(_OPENCLIP_PRECISION), default="fp32",
+                   help="both trainers: fp32, or bf16 autocast (OpenCLIP's amp_bf16)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="run folder")
     a = p.parse_args(argv)
     for name in ("batch_size", "steps", "threads"):
@@ -465,6 +471,7 @@ def parse_args(argv: list[str] | None = None) -> PeerConfig:
         batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup,
         weight_decay=a.weight_decay, workers=a.workers, threads=a.threads, seed=a.seed,
         eval_limit=a.eval_limit, skip_steps=a.skip_steps, match_time=a.match_time,
+        precision=a.precision,
     )  # fmt: skip
 
 

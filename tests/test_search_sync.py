@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crossmodal.search.faiss_index import FaissIndex
 from crossmodal.search.index import VECTORS_NAME, Index
 from crossmodal.search.store import FileRecord, Store, VectorRecord
 from crossmodal.search.sync import kind_fits, sync_vector_index
 from crossmodal.search.vectors import (
     AUTO_EXACT_MAX_SCALARS,
+    VectorIndexOptions,
     build_vector_index,
     load_vector_index,
 )
@@ -47,7 +49,7 @@ def _queries() -> np.ndarray:
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("backend", ["exact", "flat", "hnsw"])
+@pytest.mark.parametrize("backend", ["exact", "flat", "hnsw", "ivfpq"])
 def test_a_stale_index_is_updated_to_equal_a_fresh_build(tmp_path: Path, backend: str) -> None:
     with Store(tmp_path) as store:
         _put(store, range(1200))
@@ -63,7 +65,7 @@ def test_a_stale_index_is_updated_to_equal_a_fresh_build(tmp_path: Path, backend
         ids, vectors = store.all_vectors(DIM)
         fresh = build_vector_index(ids, vectors, kind="exact")
         queries = _queries()
-        if backend == "hnsw":  # approximate: compare recall against the exact answers
+        if backend in ("hnsw", "ivfpq"):  # approximate: compare recall against the exact answers
             got, want = _answers(second.index, queries), _answers(fresh, queries)
             recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)])
             assert recall >= 0.9
@@ -85,10 +87,32 @@ def test_rebuilds_when_the_kind_no_longer_fits_or_too_much_changed(tmp_path: Pat
         _put(store, range(2000, 2900), seed=2)
         churn = sync_vector_index(store, grown.index, "hnsw", DIM)
         assert churn.rebuilt and len(churn.index) == 1400
-        # "auto" moves from the exact scan to HNSW past AUTO_EXACT_MAX_SCALARS
+        # "auto" moves from the exact scan to IVF-PQ past AUTO_EXACT_MAX_SCALARS
         exact = build_vector_index(*store.all_vectors(DIM), kind="exact")
         limit = AUTO_EXACT_MAX_SCALARS // DIM
         assert kind_fits(exact, "auto", limit) and not kind_fits(exact, "auto", limit + 1)
+        assert not kind_fits(churn.index, "auto", limit + 1)  # an HNSW an older auto built
+
+
+def test_an_ivfpq_index_is_rebuilt_once_it_outgrows_its_lists(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        _put(store, range(1600))
+        first = sync_vector_index(store, None, "ivfpq", DIM).index
+        assert isinstance(first, FaissIndex) and first.options.nlist == 40  # sqrt(1600)
+        assert kind_fits(first, "ivfpq", 4 * 1600) and not kind_fits(first, "ivfpq", 7000)
+        index, n = first, 1600
+        for seed, grown_to in enumerate((2400, 3600, 5400), start=1):  # +50% each: updated
+            _put(store, range(n, grown_to), seed=seed)
+            step = sync_vector_index(store, index, "ivfpq", DIM)
+            assert not step.rebuilt and step.index is first
+            index, n = step.index, grown_to
+        _put(store, range(n, 8100), seed=4)  # sqrt(8100) = 90 lists wanted > 2 * 40
+        last = sync_vector_index(store, index, "ivfpq", DIM)
+        assert last.rebuilt and isinstance(last.index, FaissIndex)
+        assert last.index.options.nlist == 90 and len(last.index) == 8100
+        # a count the caller fixed is never outgrown
+        fixed = VectorIndexOptions(nlist=40)
+        assert kind_fits(first, "ivfpq", 10_000, fixed)
 
 
 def test_index_add_updates_the_saved_index_instead_of_rebuilding(tmp_path: Path) -> None:

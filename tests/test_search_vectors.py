@@ -138,8 +138,8 @@ def _brute_force(
 def test_choose_kind_by_size() -> None:
     assert choose_kind(0, 512) == "exact"
     assert choose_kind(AUTO_EXACT_MAX_SCALARS // 512, 512) == "exact"
-    assert choose_kind(AUTO_EXACT_MAX_SCALARS // 512 + 1, 512) == "hnsw"
-    assert choose_kind(1_000_000, 512) == "hnsw"
+    assert choose_kind(AUTO_EXACT_MAX_SCALARS // 512 + 1, 512) == "ivfpq"
+    assert choose_kind(1_000_000, 512) == "ivfpq"
     assert choose_kind(30_000, 256) == "exact"  # the budget is in floats scanned
     with pytest.raises(ConfigError):
         choose_kind(10, 0)

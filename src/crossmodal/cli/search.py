@@ -67,8 +67,8 @@ def add_parser(sub: Any) -> None:
         "--backend",
         default="auto",
         choices=("auto", "exact", "flat", "hnsw", "ivfpq", "milvus"),
-        help="vector index (auto: exact when small, HNSW when large; milvus: vectors in "
-        "Milvus, remembered by the index)",
+        help="vector index (auto: exact up to 20,000 vectors, IVF-PQ above; milvus: "
+        "vectors in Milvus, remembered by the index)",
     )
     p.add_argument(
         "--milvus-uri",

@@ -11,9 +11,13 @@ a million then costs ten vector insertions, not a rebuild of the HNSW graph (min
 It rebuilds from every stored vector instead when updating would give a worse index than a
 rebuild:
 
-* the kind no longer fits the size: ``auto`` switches from ``exact`` to ``hnsw`` past
-  :data:`~crossmodal.search.vectors.AUTO_EXACT_MAX_SCALARS`, and a ``hnsw`` or ``ivfpq`` asked
-  for while too small to train was built as ``flat`` and is trained once large enough;
+* the kind no longer fits the size: ``auto`` switches from ``exact`` to ``ivfpq`` past
+  :data:`~crossmodal.search.vectors.AUTO_EXACT_MAX_SCALARS` (and an ``hnsw`` index that an
+  older ``auto`` built becomes ``ivfpq``), and a ``hnsw`` or ``ivfpq`` asked for while too
+  small to train was built as ``flat`` and is trained once large enough;
+* an ``ivfpq`` index has outgrown its lists: it was trained with ``sqrt(N)`` lists and the
+  collection has since grown so that the automatic count is more than twice that (a fourfold
+  growth); ever longer lists would make every query slower;
 * more than :data:`REBUILD_CHANGED_FRACTION` of the index changes at once (an HNSW graph and
   IVF lists are trained on the vectors they were built with);
 * removals leave too many tombstones (``needs_rebuild``).
@@ -24,12 +28,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from crossmodal.errors import CrossmodalError
+from crossmodal.search.faiss_index import FaissIndex, ivf_lists
 from crossmodal.search.results import IndexConfig
 from crossmodal.search.store import Store
 from crossmodal.search.vectors import (
@@ -55,6 +60,7 @@ log = logging.getLogger(__name__)
 
 BACKEND_KEY = "vector_backend"  # index meta: the milvus URI and collection, as JSON
 REBUILD_CHANGED_FRACTION = 0.5  # rebuild when more than this share of the vectors changes
+IVF_OUTGROWN = 2  # rebuild an ivfpq index once sqrt(N) lists is more than this times its own
 VECTORS_NAME = "vectors.idx"  # the derived vector index, beside the database
 NULL_SAMPLE = 2048  # stored vectors a query is compared with to learn its score spread
 
@@ -85,7 +91,12 @@ def kind_fits(
     wanted = choose_kind(n, index.dim) if backend == "auto" else backend
     if wanted in ("hnsw", "ivfpq") and n < MIN_TRAIN_VECTORS:
         wanted = "flat"  # build_vector_index does the same
-    return index.kind == wanted
+    if index.kind != wanted:
+        return False
+    if wanted == "ivfpq" and isinstance(index, FaissIndex) and not (options and options.nlist):
+        automatic = ivf_lists(n, replace(index.options, nlist=0))  # what a rebuild would get
+        return automatic <= IVF_OUTGROWN * index.options.nlist
+    return True
 
 
 def sync_vector_index(

@@ -39,11 +39,11 @@ class VectorIndexOptions:
     hnsw_m: int = 32  # HNSW links per node (level 0 keeps 2*M, 4 bytes each)
     ef_construction: int = 40  # HNSW build beam: better graph, slower build
     ef_search: int = 128  # HNSW search beam: Recall@10 0.985 at 100k (module docstring)
-    nlist: int = 0  # IVF lists; 0: 4 * sqrt(N), at most one per 39 training vectors
-    nprobe: int = 0  # IVF lists scanned per query; 0: nlist // 2 (isotropic data needs many)
-    pq_m: int = 0  # PQ sub-quantisers; 0: dim // 8 (64 bytes a 512-d vector)
-    pq_nbits: int = 0  # bits per PQ code; 0: 8, fewer when there is too little to train
-    refine_k_factor: int = 16  # IVF-PQ re-ranks k * this candidates on SQ8 codes; 0: PQ only
+    nlist: int = 0  # IVF lists; 0: sqrt(N), at most one per 39 training vectors
+    nprobe: int = 0  # IVF lists scanned per query; 0: nlist // 5, and >= 50,000 vectors' worth
+    pq_m: int = 0  # PQ sub-quantisers; 0: dim // 8 (32 bytes a 512-d vector at 4 bits)
+    pq_nbits: int = 0  # bits per PQ code; 0: 4, FAISS's fast-scan kernels (only 4 uses them)
+    refine_k_factor: int = 32  # IVF-PQ re-ranks k * this candidates on SQ8 codes; 0: PQ only
     train_size: int = 100_000  # vectors sampled to train SQ8, IVF and PQ
     exact_scan_limit: int = 10_000  # allowed sets up to this size are scanned exactly
     seed: int = 0  # of the training sample
