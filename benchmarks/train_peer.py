@@ -213,10 +213,19 @@ def eval_manifests(cfg: PeerConfig) -> list[Path]:
         return list(cfg.evals)
     out = []
     for path in cfg.evals:
-        keep = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        keep = keep[: cfg.eval_limit + (1 if path.suffix.lower() in (".csv", ".tsv") else 0)]
         cut = cfg.out / "data" / f"eval-{len(out)}-{path.name}"
-        cut.write_text("".join(keep), encoding="utf-8")
+        cut.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".jsonl":
+            rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+            for row in rows[: cfg.eval_limit]:  # relative images: to the manifest's folder
+                for key in ("image", "filepath"):
+                    if isinstance(row.get(key), str):
+                        row[key] = str(path.parent.resolve() / os.path.expanduser(row[key]))
+            lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows[: cfg.eval_limit]]
+            cut.write_text("".join(lines), encoding="utf-8")
+        else:  # CSV/TSV: the rows as they are (give absolute image paths)
+            keep = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            cut.write_text("".join(keep[: cfg.eval_limit + 1]), encoding="utf-8")
         out.append(cut)
     return out
 

@@ -60,3 +60,30 @@ def test_openclip_log_line_parses(peer: ModuleType) -> None:
     )
     m = peer._OC_LINE.search(line)
     assert m is not None and float(m["sps"]) == 60.2468 and float(m["loss"]) == 2.3671
+
+
+def test_eval_limit_keeps_relative_images_readable(peer: ModuleType, tmp_path: Path) -> None:
+    """The cut copy lives in the run folder: images relative to the manifest still resolve."""
+    from PIL import Image
+
+    from crossmodal.data.sources import open_source
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(4):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "images" / f"{i}.png")
+        rows.append({"image": f"../images/{i}.png", "caption": [f"picture {i}"]})
+    (tmp_path / "eval").mkdir()
+    manifest = tmp_path / "eval" / "test.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = peer.PeerConfig(
+        train_csv=tmp_path / "x.csv",
+        evals=(manifest,),
+        model="test-tiny",
+        out=tmp_path / "run",
+        eval_limit=3,
+    )
+    (cut,) = peer.eval_manifests(cfg)
+    assert cut.parent == tmp_path / "run" / "data"
+    samples = list(open_source(str(cut)))
+    assert [s.captions for s in samples] == [("picture 0",), ("picture 1",), ("picture 2",)]
