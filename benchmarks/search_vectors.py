@@ -210,6 +210,33 @@ def measure(
     return row, index, found
 
 
+def beam_sweep(
+    index: VectorIndex,
+    field: str,
+    values: list[int],
+    queries: npt.NDArray[np.float32],
+    truth: npt.NDArray[np.int64],
+    args: argparse.Namespace,
+) -> list[dict[str, float]]:
+    """Time the built ``index`` at each value of its search option ``field`` (a beam width)."""
+    default = index.options  # type: ignore[attr-defined]
+    rows = []
+    try:
+        for value in values:
+            index.options = replace(default, **{field: value})  # type: ignore[attr-defined]
+            s, found = timed_queries(index, queries, args.k, args.query_threads)
+            r = recall(found, truth)
+            of = f" of {default.nlist}" if field == "nprobe" else ""
+            print(
+                f"{index.kind} {field}={value}{of}: p50 {np.median(s) * 1e3:.3f} ms, "
+                f"p95 {np.percentile(s, 95) * 1e3:.3f} ms, R@{args.k} {r:.3f}"
+            )
+            rows.append({field: value, "p50_ms": float(np.median(s) * 1e3), "recall": r})
+    finally:
+        index.options = default  # type: ignore[attr-defined]
+    return rows
+
+
 def run_size(args: argparse.Namespace, n: int) -> tuple[dict[str, object], list[Row]]:
     """Measure every kind at one size; print its table; return its JSON record and rows."""
     data = clip_like(n + args.queries, args.dim, args.rank, args.seed)
@@ -244,33 +271,14 @@ def run_size(args: argparse.Namespace, n: int) -> tuple[dict[str, object], list[
             f"{base.p50_ms / row.p50_ms:>8.1f}x{row.recall:>7.3f}{row.rss_mb:>9.0f}"
             f"{row.file_mb:>9.0f}{row.load_s:>8.2f}"
         )
-    sweep = []
-    if "hnsw" in indexes and indexes["hnsw"].kind == "hnsw":
-        hnsw = indexes["hnsw"]
-        default = hnsw.options  # type: ignore[attr-defined]
-        for ef in args.ef_sweep:
-            hnsw.options = replace(default, ef_search=ef)  # type: ignore[attr-defined]
-            s, found = timed_queries(hnsw, queries, args.k, args.query_threads)
-            r = recall(found, truth)
-            print(
-                f"hnsw efSearch={ef}: p50 {np.median(s) * 1e3:.3f} ms, p95 "
-                f"{np.percentile(s, 95) * 1e3:.3f} ms, R@{args.k} {r:.3f}"
-            )
-            sweep.append({"ef_search": ef, "p50_ms": np.median(s) * 1e3, "recall": r})
-        hnsw.options = default  # type: ignore[attr-defined]
-    if "ivfpq" in indexes and indexes["ivfpq"].kind == "ivfpq":
-        ivfpq = indexes["ivfpq"]
-        default = ivfpq.options  # type: ignore[attr-defined]
-        for nprobe in args.nprobe_sweep:
-            ivfpq.options = replace(default, nprobe=nprobe)  # type: ignore[attr-defined]
-            s, found = timed_queries(ivfpq, queries, args.k, args.query_threads)
-            r = recall(found, truth)
-            print(
-                f"ivfpq nprobe={nprobe} of {default.nlist}: p50 {np.median(s) * 1e3:.3f} ms, "
-                f"p95 {np.percentile(s, 95) * 1e3:.3f} ms, R@{args.k} {r:.3f}"
-            )
-            sweep.append({"nprobe": nprobe, "p50_ms": np.median(s) * 1e3, "recall": r})
-        ivfpq.options = default  # type: ignore[attr-defined]
+    sweep: list[dict[str, float]] = []
+    for kind, field, values in (
+        ("hnsw", "ef_search", args.ef_sweep),
+        ("ivfpq", "nprobe", args.nprobe_sweep),
+    ):
+        built = indexes.get(kind)
+        if built is not None and built.kind == kind and values:
+            sweep += beam_sweep(built, field, values, queries, truth, args)
     filtered = []
     rng = np.random.default_rng(args.seed + 2)
     for share in args.filters:

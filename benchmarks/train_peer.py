@@ -42,6 +42,9 @@ first ``--skip-steps`` steps (thread pools, loader workers starting). The proces
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import itertools
 import json
 import math
 import os
@@ -207,25 +210,36 @@ def plan_data(cfg: PeerConfig) -> DataPlan:
     return DataPlan(csv=subset, rows=rows, source_rows=len(lines), epochs=epochs)
 
 
+def _absolute_images(row: dict[str, Any], root: Path) -> dict[str, Any]:
+    """``row`` with its image path (``image`` or ``filepath``) resolved against ``root``."""
+    for key in ("image", "filepath"):
+        if isinstance(row.get(key), str) and row[key]:
+            row[key] = str(root / os.path.expanduser(row[key]))
+    return row
+
+
 def eval_manifests(cfg: PeerConfig) -> list[Path]:
     """The eval manifests, cut to their first ``eval_limit`` rows when asked."""
     if cfg.eval_limit is None:
         return list(cfg.evals)
-    out = []
+    out: list[Path] = []
     for path in cfg.evals:
         cut = cfg.out / "data" / f"eval-{len(out)}-{path.name}"
         cut.parent.mkdir(parents=True, exist_ok=True)
+        root = path.parent.resolve()  # the cut copy lives elsewhere: relative images from here
+        text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
-            for row in rows[: cfg.eval_limit]:  # relative images: to the manifest's folder
-                for key in ("image", "filepath"):
-                    if isinstance(row.get(key), str):
-                        row[key] = str(path.parent.resolve() / os.path.expanduser(row[key]))
-            lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows[: cfg.eval_limit]]
-            cut.write_text("".join(lines), encoding="utf-8")
-        else:  # CSV/TSV: the rows as they are (give absolute image paths)
-            keep = path.read_text(encoding="utf-8").splitlines(keepends=True)
-            cut.write_text("".join(keep[: cfg.eval_limit + 1]), encoding="utf-8")
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            lines = [json.dumps(_absolute_images(r, root), ensure_ascii=False) + "\n" for r in rows]
+            cut.write_text("".join(lines[: cfg.eval_limit]), encoding="utf-8")
+        else:  # CSV / TSV with a header
+            delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
+            reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+            with cut.open("w", encoding="utf-8", newline="") as f:
+                writer = csv.DictWriter(f, reader.fieldnames or [], delimiter=delimiter)
+                writer.writeheader()
+                for row in itertools.islice(reader, cfg.eval_limit):
+                    writer.writerow(_absolute_images(row, root))
         out.append(cut)
     return out
 

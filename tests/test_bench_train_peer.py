@@ -76,14 +76,19 @@ def test_eval_limit_keeps_relative_images_readable(peer: ModuleType, tmp_path: P
     (tmp_path / "eval").mkdir()
     manifest = tmp_path / "eval" / "test.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = tmp_path / "eval" / "test.csv"  # OpenCLIP's convention, tab-separated
+    table.write_text(
+        "filepath\ttitle\n" + "".join(f"../images/{i}.png\tpicture {i}\n" for i in range(4))
+    )
     cfg = peer.PeerConfig(
         train_csv=tmp_path / "x.csv",
-        evals=(manifest,),
+        evals=(manifest, table),
         model="test-tiny",
         out=tmp_path / "run",
         eval_limit=3,
     )
-    (cut,) = peer.eval_manifests(cfg)
+    cut, cut_table = peer.eval_manifests(cfg)
     assert cut.parent == tmp_path / "run" / "data"
     samples = list(open_source(str(cut)))
     assert [s.captions for s in samples] == [("picture 0",), ("picture 1",), ("picture 2",)]
+    assert [s.captions for s in open_source(str(cut_table))] == [s.captions for s in samples]

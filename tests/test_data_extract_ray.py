@@ -18,11 +18,13 @@ import pytest
 
 from crossmodal.data.extract import (
     ExtractConfig,
+    ExtractReport,
     extract_features,
     read_feature_shards,
 )
 from crossmodal.data.sources import open_source
 from crossmodal.encoders import load_encoder
+from crossmodal.encoders.base import Encoder
 from tests.planted import COLOURS, shape_image
 
 ray = pytest.importorskip("ray", reason="pip install 'crossmodal[scale]'")
@@ -66,11 +68,21 @@ def _actor_pids() -> list[int]:
 
 # fp32 throughout: under bf16 (auto, where the CPU has it) a vector depends on its batch's
 # other rows, and Ray's batches need not be the single process's.
-def _single_process(folder: Path, out: Path, config: ExtractConfig) -> None:
-    source = open_source(folder, tree=True)
-    extract_features(
-        source, load_encoder("native:emoji-mini", device="cpu", precision="fp32"), out, config
+def _encoder() -> Encoder:
+    return load_encoder("native:emoji-mini", device="cpu", precision="fp32")
+
+
+def _on_ray(
+    spec: SourceSpec, out: Path, config: ExtractConfig, ray_config: RayConfig | None = None
+) -> ExtractReport:
+    ray_config = ray_config or RayConfig(actors=2, num_cpus=0.5)
+    return extract_features_ray(
+        spec, "native:emoji-mini", out, config, ray_config, precision="fp32"
     )
+
+
+def _single_process(folder: Path, out: Path, config: ExtractConfig) -> None:
+    extract_features(open_source(folder, tree=True), _encoder(), out, config)
 
 
 def test_ray_writes_the_single_process_shards(local_ray: Any, tmp_path: Path) -> None:
@@ -78,27 +90,13 @@ def test_ray_writes_the_single_process_shards(local_ray: Any, tmp_path: Path) ->
     config = ExtractConfig(shard_size=50, batch_size=32)
     _single_process(folder, tmp_path / "local", config)
     spec = SourceSpec(str(folder), {"tree": True})
-    report = extract_features_ray(
-        spec,
-        "native:emoji-mini",
-        tmp_path / "ray",
-        config,
-        RayConfig(actors=2, num_cpus=0.5),
-        precision="fp32",
-    )
+    report = _on_ray(spec, tmp_path / "ray", config)
     assert (report.shards, report.written, report.images) == (4, 4, 200)
     rows, vectors = _shards(tmp_path / "ray")
     want_rows, want = _shards(tmp_path / "local")
     assert rows == want_rows
     np.testing.assert_allclose(vectors, want, rtol=0, atol=1e-5)
-    again = extract_features_ray(
-        spec,
-        "native:emoji-mini",
-        tmp_path / "ray",
-        config,
-        RayConfig(actors=2, num_cpus=0.5),
-        precision="fp32",
-    )
+    again = _on_ray(spec, tmp_path / "ray", config)
     assert (again.written, again.skipped) == (0, 4)  # resumed: nothing left to do
 
 
@@ -113,14 +111,7 @@ def test_killing_an_actor_mid_job_still_writes_every_shard_once(
 
     def job() -> None:
         try:
-            result["report"] = extract_features_ray(
-                spec,
-                "native:emoji-mini",
-                out,
-                config,
-                RayConfig(actors=2, num_cpus=0.5),
-                precision="fp32",
-            )
+            result["report"] = _on_ray(spec, out, config)
         except BaseException as exc:  # reported by the assertion below
             result["error"] = exc
 
@@ -183,19 +174,12 @@ def test_one_shard_per_input_tar(local_ray: Any, tmp_path: Path) -> None:
     config = ExtractConfig(shard_by="input", batch_size=8)
     local = extract_features(
         open_source(pattern),
-        load_encoder("native:emoji-mini", device="cpu", precision="fp32"),
+        _encoder(),
         tmp_path / "a",
         config,
     )
     assert (local.shards, local.images) == (3, 15)
-    report = extract_features_ray(
-        SourceSpec(pattern, {}),
-        "native:emoji-mini",
-        tmp_path / "b",
-        config,
-        RayConfig(num_cpus=0.5),
-        precision="fp32",
-    )
+    report = _on_ray(SourceSpec(pattern, {}), tmp_path / "b", config, RayConfig(num_cpus=0.5))
     assert (report.shards, report.images) == (3, 15)
     sizes = [len(shard.rows) for shard in read_feature_shards(tmp_path / "b")]
     assert sizes == [5, 3, 7]
@@ -206,7 +190,7 @@ def test_one_shard_per_input_tar(local_ray: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="WebDataset"):
         extract_features(
             open_source(_folder(tmp_path / "pics", 1, 32), tree=True),
-            load_encoder("native:emoji-mini", device="cpu", precision="fp32"),
+            _encoder(),
             tmp_path / "c",
             config,
         )

@@ -59,20 +59,6 @@ def _embedded(embedder: Any, source: Any) -> tuple[Any, list[Any], int]:
     return torch.from_numpy(result.vectors), kept, len(samples) - len(kept)
 
 
-def logit_scale(encoder: Any) -> float:
-    """The encoder's own logit scale (CLIP's ``exp(t)``, at most 100), else 100.
-
-    It sets the training loss's temperature: the re-ranker learns at the sharpness the
-    encoder's scores were trained at.
-    """
-    scale = getattr(getattr(encoder, "model", None), "logit_scale", None)
-    if scale is None:
-        return 100.0
-    # exp in fp32: bf16 weights (the "auto" precision on an AVX512-BF16 CPU) would round it
-    value = float(scale.detach().float().exp()) if hasattr(scale, "detach") else float(scale)
-    return min(value, 100.0)
-
-
 def run_rerank(args: argparse.Namespace) -> int:
     """Embed, build the memory, train, save, evaluate, print a summary."""
     import torch
@@ -88,6 +74,7 @@ def run_rerank(args: argparse.Namespace) -> int:
         rerank_ranks,
         train_reranker,
     )
+    from crossmodal.heads.timeline import model_scale
 
     progress = not args.no_progress and sys.stderr.isatty()
     spec = args.model or DEFAULT_MODEL
@@ -117,7 +104,7 @@ def run_rerank(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     reranker, result = train_reranker(
-        memory, Path(args.out) / "run", config, logit_scale=logit_scale(encoder)
+        memory, Path(args.out) / "run", config, logit_scale=model_scale(encoder)
     )
     path = save_reranker(reranker, Path(args.out) / "reranker.safetensors", encoder=spec)
     galleries = len(torch.unique(memory.galleries))
