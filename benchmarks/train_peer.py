@@ -1,12 +1,23 @@
 """Peer comparison of trainers: crossmodal's ``train`` against OpenCLIP's ``open_clip_train``.
 
 Issue 4: train OpenCLIP's own trainer on the same CSV with the same architecture, batch size
-and step budget; crossmodal must match or beat it on held-out Recall@10 and be at least 1.2x
-faster in samples/s. Both run in one invocation, each in its own process with the same torch
-thread count, then both final models are scored by crossmodal's retrieval evaluation.
+and wall-clock budget; crossmodal must match or beat it on held-out Recall@10 and be at least
+1.2x faster in samples/s. Both run in one invocation, each in its own process with the same
+torch thread count, then both final models are scored by crossmodal's retrieval evaluation.
+
+Two budgets (``--budget``):
+
+- ``time`` (the issue's): OpenCLIP runs ``--steps`` steps first; crossmodal is then given
+  OpenCLIP's training-loop time. A short calibration run (``--calibrate-steps``, same
+  settings) measures crossmodal's rate, which sets its step count (so its cosine schedule
+  ends where its time does); the report gives both loop times and says whether crossmodal
+  stayed within OpenCLIP's.
+- ``steps``: both run exactly ``--steps`` steps (same schedule step by step), crossmodal
+  first; the report adds how many steps crossmodal would run in OpenCLIP's time.
 
     python benchmarks/train_peer.py --train-csv /work/emoji-data/train.csv \\
-        --eval /work/runs/test_en.jsonl --model emoji-mini --steps 2000 --out runs/peer
+        --eval /work/runs/test_en.jsonl --model emoji-mini --steps 2000 --budget time \\
+        --precision bf16 --out runs/peer
     python benchmarks/train_peer.py --train-csv /work/emoji-data/train.csv \\
         --eval /work/runs/test_en.jsonl --model test-tiny --steps 4 --batch-size 8 \\
         --eval-limit 200 --out /tmp/peer-tiny          # a smoke run, seconds
@@ -20,7 +31,8 @@ What is made equal (and how):
 - data and length: OpenCLIP's CSV loader runs whole epochs (``--train-num-samples`` only
   applies to WebDataset), so the script writes one shuffled subset of the CSV holding
   ``steps / epochs × batch`` rows, with ``epochs`` the smallest divisor of ``steps`` that fits
-  the CSV; both trainers read that subset and run exactly ``steps`` optimizer steps;
+  the CSV; both trainers read that subset; OpenCLIP runs exactly ``steps`` optimizer steps,
+  and so does crossmodal under ``--budget steps`` (under ``time``, as many as fit);
 - recipe: AdamW (0.9, 0.98, 1e-6), lr, warmup, cosine to 0, weight decay, gradient clipping
   at norm 1.0 (crossmodal's default), one precision for both (``--precision``: fp32, or
   bf16 autocast), CPU, same loader workers, same threads; augmentation: OpenCLIP's
@@ -93,7 +105,10 @@ class PeerConfig:
     seed: int = 0  # subset shuffle and both trainers' seeds
     eval_limit: int | None = None  # keep the first N rows of each eval manifest
     skip_steps: int | None = None  # warm-up steps left out of the steady rate (None: auto)
-    match_time: bool = False  # also estimate crossmodal's steps in OpenCLIP's loop time
+    budget: str = "time"  # time: crossmodal gets OpenCLIP's loop time; steps: the same steps
+    calibrate_steps: int = 30  # crossmodal steps timed to size its run under budget time
+    crossmodal_steps: int | None = None  # budget time: this step count instead of calibrating
+    reuse_openclip: bool = False  # take the finished OpenCLIP run already in ``out``
     precision: str = "fp32"  # fp32, or bf16: crossmodal's bf16 autocast, OpenCLIP's amp_bf16
 
 
@@ -272,12 +287,14 @@ def _rates(step_seconds: list[float], batch: int, skip: int) -> tuple[float, flo
     return total, batch * len(step_seconds) / total, batch * len(steady) / sum(steady)
 
 
-def run_crossmodal(cfg: PeerConfig, plan: DataPlan, row: TrainerRow, skip: int) -> None:
-    """``crossmodal train`` on the subset; fill ``row`` from its metrics.csv."""
-    out = cfg.out / "crossmodal"
+def run_crossmodal(
+    cfg: PeerConfig, plan: DataPlan, row: TrainerRow, skip: int, steps: int, folder: str
+) -> None:
+    """``crossmodal train`` for ``steps`` on the subset into ``out/folder``; fill ``row``."""
+    out = cfg.out / folder
     cmd = [
         sys.executable, "-m", "crossmodal", "train", "--data", str(plan.csv),
-        "--model", cfg.model, "--out", str(out), "--steps", str(cfg.steps),
+        "--model", cfg.model, "--out", str(out), "--steps", str(steps),
         "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr),
         "--warmup-steps", str(cfg.warmup), "--weight-decay", str(cfg.weight_decay),
         "--crop-scale", "0.9", "--rotation", "0", "--checkpoint-every", "0",
@@ -322,11 +339,23 @@ def run_openclip(
     cmd += [str(cfg.threads), *argv]
     row.command = shlex.join(cmd)
     run_dir = logs / _RUN_NAME
-    if run_dir.exists():  # open_clip_train refuses to reuse an experiment name
-        import shutil
+    saved = cfg.out / "openclip" / "process_seconds.json"  # what --reuse-openclip reads
+    if cfg.reuse_openclip:
+        done = json.loads(saved.read_text()) if saved.is_file() else {}
+        if done.get("command") != row.command:
+            raise PeerError(
+                f"--reuse-openclip: {saved} holds no finished OpenCLIP run of this command "
+                "(other settings, or never finished); run without --reuse-openclip"
+            )
+        row.process_seconds = float(done["seconds"])
+    else:
+        if run_dir.exists():  # open_clip_train refuses to reuse an experiment name
+            import shutil
 
-        shutil.rmtree(run_dir)
-    row.process_seconds = _run(cmd, cfg.out / "openclip" / "stdout.log", cfg.threads)
+            shutil.rmtree(run_dir)
+        saved.unlink(missing_ok=True)
+        row.process_seconds = _run(cmd, cfg.out / "openclip" / "stdout.log", cfg.threads)
+        saved.write_text(json.dumps({"command": row.command, "seconds": row.process_seconds}))
     text = (run_dir / "out.log").read_text(encoding="utf-8", errors="replace")
     matches = list(_OC_LINE.finditer(text))
     if not matches:
@@ -337,6 +366,27 @@ def run_openclip(
         times, cfg.batch_size, skip
     )
     row.weights = f"native:{cfg.model}@{run_dir / 'checkpoints' / f'epoch_{plan.epochs}.pt'}"
+
+
+def calibrate_crossmodal(cfg: PeerConfig, plan: DataPlan, params: int) -> dict[str, float]:
+    """Time ``calibrate_steps`` crossmodal steps (same settings); return its samples/s.
+
+    The rate leaves out the first few steps (thread pools starting) but keeps the rest,
+    epoch boundaries included, as the real run will have them.
+    """
+    row = TrainerRow("crossmodal-calibration", params)
+    skip = min(5, cfg.calibrate_steps // 3)
+    run_crossmodal(cfg, plan, row, skip, cfg.calibrate_steps, "crossmodal-calibration")
+    return {"samples_per_s": row.steady_samples_per_s}
+
+
+def steps_in_time(seconds: float, samples_per_s: float, cfg: PeerConfig) -> int:
+    """crossmodal's step count for ``seconds`` of loop at ``samples_per_s``, at least 1.
+
+    Two percent is held back for the run's own slow first steps, so that it ends within
+    the budget rather than just past it.
+    """
+    return max(1, int(0.98 * seconds * samples_per_s / cfg.batch_size))
 
 
 def openclip_worker(argv: list[str]) -> None:
@@ -378,7 +428,7 @@ def evaluate(row: TrainerRow, manifests: list[Path], threads: int) -> None:
 
 
 def summarise(cfg: PeerConfig, plan: DataPlan, rows: list[TrainerRow]) -> dict[str, Any]:
-    """Both rows, the ratios issue 4 asks for and, with ``match_time``, the step estimate."""
+    """Both rows, the ratios issue 4 asks for, the verdicts and the budget each trainer had."""
     cm, oc = rows
     ratios: dict[str, Any] = {
         "samples_per_s": cm.samples_per_s / oc.samples_per_s,
@@ -401,14 +451,19 @@ def summarise(cfg: PeerConfig, plan: DataPlan, rows: list[TrainerRow]) -> dict[s
             ),
         },
     }
-    if cfg.match_time:
-        summary["match_time"] = {
-            "openclip_loop_seconds": oc.loop_seconds,
-            "crossmodal_steps_estimate": int(
-                oc.loop_seconds * cm.steady_samples_per_s / cfg.batch_size
-            ),
-            "note": "estimate from crossmodal's steady rate, no extra run",
-        }
+    summary["budget"] = {
+        "kind": cfg.budget,
+        "openclip_loop_seconds": oc.loop_seconds,
+        "crossmodal_loop_seconds": cm.loop_seconds,
+        "openclip_steps": oc.steps,
+        "crossmodal_steps": cm.steps,
+    }
+    if cfg.budget == "time":
+        summary["issue4"]["within_time_budget"] = cm.loop_seconds <= oc.loop_seconds
+    else:
+        summary["budget"]["crossmodal_steps_in_openclip_time_estimate"] = int(
+            oc.loop_seconds * cm.steady_samples_per_s / cfg.batch_size
+        )
     return summary
 
 
@@ -437,11 +492,19 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines += ["", "Ratios (crossmodal vs OpenCLIP):", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in summary["ratios"].items()]
     lines += [f"- issue 4, {k}: {v}" for k, v in summary["issue4"].items()]
-    if "match_time" in summary:
-        m = summary["match_time"]
+    b = summary["budget"]
+    if b["kind"] == "time":
         lines.append(
-            f"- in OpenCLIP's loop time ({m['openclip_loop_seconds']:.1f} s) crossmodal would "
-            f"run about {m['crossmodal_steps_estimate']} steps ({m['note']})"
+            f"- budget time: OpenCLIP {b['openclip_steps']} steps in "
+            f"{b['openclip_loop_seconds']:.1f} s of loop; crossmodal "
+            f"{b['crossmodal_steps']} steps in "
+            f"{b['crossmodal_loop_seconds']:.1f} s (sized by {b['sized_by']})"
+        )
+    else:
+        lines.append(
+            f"- budget steps: in OpenCLIP's loop time ({b['openclip_loop_seconds']:.1f} s) "
+            f"crossmodal would run about {b['crossmodal_steps_in_openclip_time_estimate']} "
+            "steps (an estimate from its steady rate, no extra run)"
         )
     d = summary["data"]
     lines += [
@@ -477,14 +540,22 @@ def parse_args(argv: list[str] | None = None) -> PeerConfig:
     p.add_argument("--seed", type=int, default=0, help="subset shuffle and trainer seeds (0)")
     p.add_argument("--eval-limit", type=int, help="first N rows of each eval manifest only")
     p.add_argument("--skip-steps", type=int, help="warm-up steps left out of 'steady'")
-    p.add_argument("--match-time", action="store_true", help="estimate crossmodal's steps "
-                   "in OpenCLIP's loop time")  # fmt: skip
+    p.add_argument("--budget", choices=("time", "steps"), default="time",
+                   help="time: crossmodal gets OpenCLIP's loop time (default); steps: both "
+                   "run --steps")  # fmt: skip
+    p.add_argument("--calibrate-steps", type=int, default=30,
+                   help="crossmodal steps timed to size a --budget time run (30)")  # fmt: skip
+    p.add_argument("--crossmodal-steps", type=int,
+                   help="--budget time: run crossmodal this many steps, no calibration (e.g. "
+                   "sized from an earlier run's measured rate)")  # fmt: skip
+    p.add_argument("--reuse-openclip", action="store_true",
+                   help="take the finished OpenCLIP run of the same command in --out")  # fmt: skip
     p.add_argument("--precision", choices=sorted(_OPENCLIP_PRECISION), default="fp32",
                    help="both trainers: fp32, or bf16 autocast (OpenCLIP's amp_bf16)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="run folder")
     a = p.parse_args(argv)
-    for name in ("batch_size", "steps", "threads"):
-        if getattr(a, name) < 1:
+    for name in ("batch_size", "steps", "threads", "calibrate_steps", "crossmodal_steps"):
+        if getattr(a, name) is not None and getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be positive")
     for path in (a.train_csv, *a.eval):
         if not path.is_file():
@@ -493,8 +564,9 @@ def parse_args(argv: list[str] | None = None) -> PeerConfig:
         train_csv=a.train_csv, evals=tuple(a.eval), model=a.model, out=a.out,
         batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup,
         weight_decay=a.weight_decay, workers=a.workers, threads=a.threads, seed=a.seed,
-        eval_limit=a.eval_limit, skip_steps=a.skip_steps, match_time=a.match_time,
-        precision=a.precision,
+        eval_limit=a.eval_limit, skip_steps=a.skip_steps, budget=a.budget,
+        calibrate_steps=a.calibrate_steps, crossmodal_steps=a.crossmodal_steps,
+        reuse_openclip=a.reuse_openclip, precision=a.precision,
     )  # fmt: skip
 
 
@@ -523,12 +595,30 @@ def run_peer(cfg: PeerConfig) -> dict[str, Any]:
     plan = plan_data(cfg)
     skip = cfg.skip_steps if cfg.skip_steps is not None else min(10, cfg.steps // 5)
     rows = [TrainerRow("crossmodal", native_params), TrainerRow("OpenCLIP", oc_params)]
-    run_crossmodal(cfg, plan, rows[0], skip)
-    run_openclip(cfg, plan, oc_config, rows[1], skip)
+    calibration: dict[str, float] = {}
+    if cfg.budget == "steps":
+        run_crossmodal(cfg, plan, rows[0], skip, cfg.steps, "crossmodal")
+        run_openclip(cfg, plan, oc_config, rows[1], skip)
+    else:
+        run_openclip(cfg, plan, oc_config, rows[1], skip)
+        if cfg.crossmodal_steps is None:
+            calibration = calibrate_crossmodal(cfg, plan, native_params)
+            steps = steps_in_time(rows[1].loop_seconds, calibration["samples_per_s"], cfg)
+        else:
+            steps = cfg.crossmodal_steps
+        print(f"crossmodal gets OpenCLIP's {rows[1].loop_seconds:.1f} s: {steps} steps", flush=True)
+        run_crossmodal(cfg, plan, rows[0], skip, steps, "crossmodal")
     manifests = eval_manifests(cfg)
     for row in rows:
         evaluate(row, manifests, cfg.threads)
     summary = summarise(cfg, plan, rows)
+    if calibration:
+        summary["budget"]["sized_by"] = (
+            f"a {cfg.calibrate_steps}-step calibration at {calibration['samples_per_s']:.1f} "
+            "samples/s"
+        )
+    elif cfg.budget == "time":
+        summary["budget"]["sized_by"] = f"--crossmodal-steps {cfg.crossmodal_steps}"
     summary["skip_steps"] = skip
     page = render_markdown(summary)
     (cfg.out / "peer.json").write_text(

@@ -23,6 +23,9 @@ STEPS=${STEPS:-2000}
 BATCH=${BATCH:-128}
 LR=${LR:-3e-4}
 WARMUP=${WARMUP:-100}
+# fp32 reproduces the shipped weights; PRECISION=auto trains in bf16 autocast where the CPU
+# (AVX512-BF16, AMX) or GPU has it, about 1.5x the steps in the same time.
+PRECISION=${PRECISION:-fp32}
 
 # 1. The dataset: Twemoji + Noto (train), OpenMoji colour (test), OpenMoji black (test-hard).
 if [ ! -f "$DATA/stats.json" ]; then
@@ -40,7 +43,7 @@ fi
     --tokenizer "$RUN/tokenizer.json" --out "$RUN" --resume \
     --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" \
     --color-jitter 0.2 --zoom-out 0.6 --outline 0.3 --line-art 0.15 --grayscale 0.1 \
-    --checkpoint-every 200 --precision fp32 --save-dtype bf16
+    --checkpoint-every 200 --precision "$PRECISION" --save-dtype bf16
 
 # 4. Held-out evaluation: 1,911-way retrieval in English and Chinese on both OpenMoji
 #    styles, and zero-shot group / subgroup classification.

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,43 @@ def test_eval_limit_keeps_relative_images_readable(peer: ModuleType, tmp_path: P
     samples = list(open_source(str(cut)))
     assert [s.captions for s in samples] == [("picture 0",), ("picture 1",), ("picture 2",)]
     assert [s.captions for s in open_source(str(cut_table))] == [s.captions for s in samples]
+
+
+def test_time_budget_sizes_crossmodal_to_openclips_loop_time(peer: ModuleType) -> None:
+    cfg = peer.PeerConfig(
+        train_csv=Path("x.csv"), evals=(), model="test-tiny", out=Path("."), batch_size=128
+    )
+    # 1,800 s of OpenCLIP loop at 200 samples/s: 2,812.5 steps, 2% held back -> 2,756
+    assert peer.steps_in_time(1800.0, 200.0, cfg) == 2756
+    assert peer.steps_in_time(0.01, 1.0, cfg) == 1  # never zero steps
+
+
+def _row(peer: ModuleType, name: str, steps: int, loop: float, r10: float) -> Any:
+    row = peer.TrainerRow(name, 10, steps=steps, loop_seconds=loop)
+    row.samples_per_s = row.steady_samples_per_s = steps * 128 / loop
+    row.recall = {"test.jsonl": {"t2i_R@10": r10, "i2t_R@10": r10}}
+    return row
+
+
+@pytest.mark.parametrize(
+    ("cm_loop", "cm_r10", "within", "beats"),
+    [(990.0, 11.0, True, True), (1010.0, 11.0, False, True), (990.0, 9.0, True, False)],
+)
+def test_summary_verdicts_under_a_time_budget(
+    peer: ModuleType, cm_loop: float, cm_r10: float, within: bool, beats: bool
+) -> None:
+    cfg = peer.PeerConfig(
+        train_csv=Path("x.csv"), evals=(), model="test-tiny", out=Path("."), budget="time"
+    )
+    plan = peer.DataPlan(csv=Path("s.csv"), rows=256, source_rows=300, epochs=1)
+    rows = [
+        _row(peer, "crossmodal", 1500, cm_loop, cm_r10),
+        _row(peer, "OpenCLIP", 1000, 1000.0, 10.0),
+    ]
+    summary = peer.summarise(cfg, plan, rows)
+    assert summary["issue4"]["within_time_budget"] is within
+    assert summary["issue4"]["recall10_match_or_beat"] is beats
+    assert summary["issue4"]["faster_1.2x"] is (1500 / cm_loop >= 1.2)
+    assert summary["budget"]["crossmodal_steps"] == 1500
+    summary["budget"]["sized_by"] = "a 30-step calibration at 190.0 samples/s"
+    assert "crossmodal 1500 steps" in peer.render_markdown(summary)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from crossmodal.errors import ConfigError, UnknownModelError
-from crossmodal.models.clip import CLIP, count_parameters
+from crossmodal.models.clip import CLIP, attend, count_parameters
 from crossmodal.models.config import config_from_dict, config_to_dict, estimate_parameters
 from crossmodal.models.registry import create_model, get_model_config, list_models, register_model
 from tests.conftest import random_ids
@@ -104,6 +104,47 @@ def test_bf16_weights_agree_with_fp32() -> None:
         ref = model.encode_image(pixels)
         low = model.to(torch.bfloat16).encode_image(pixels.bfloat16()).float()
     assert torch.nn.functional.cosine_similarity(ref, low).min() > 0.99
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_training_attention_runs_in_fp32_and_matches_it(causal: bool) -> None:
+    """With gradients on bf16 CPU inputs, attention is the fp32 kernel's, rounded to bf16.
+
+    The output and the input gradients equal plain fp32 attention on the same bf16 numbers
+    (to bf16 rounding), and come back in bf16 so the autocast graph around them is unchanged.
+    """
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 8, generator=g).bfloat16() for _ in range(3))
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    y = attend(*leaves, causal)
+    assert y.dtype == torch.bfloat16
+    y.float().square().sum().backward()
+
+    ref_leaves = [t.float().requires_grad_(True) for t in (q, k, v)]
+    ref = torch.nn.functional.scaled_dot_product_attention(*ref_leaves, is_causal=causal)
+    ref.square().sum().backward()
+    assert torch.equal(y, ref.detach().bfloat16())
+    for got, want in zip(leaves, ref_leaves, strict=True):
+        assert got.grad is not None and want.grad is not None and got.grad.dtype == torch.bfloat16
+        assert torch.allclose(got.grad.float(), want.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_bf16_autocast_training_step_tracks_fp32() -> None:
+    """A bf16-autocast forward and backward of the whole model stays close to fp32's."""
+    torch.manual_seed(0)
+    model = create_model("test-tiny")
+    pixels = torch.randn(4, 3, 32, 32)
+    ids = random_ids(4, model.config.text.context_length, model.config.text.vocab_size)
+
+    def grads(bf16: bool) -> torch.Tensor:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model.similarity(pixels, ids)
+        logits.float().logsumexp(dim=1).sum().backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    full, low = grads(False), grads(True)
+    assert torch.nn.functional.cosine_similarity(full, low, dim=0) > 0.98
 
 
 def test_config_round_trips_and_validates() -> None:
