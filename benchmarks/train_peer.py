@@ -340,9 +340,12 @@ def run_openclip(
     row.command = shlex.join(cmd)
     run_dir = logs / _RUN_NAME
     saved = cfg.out / "openclip" / "process_seconds.json"  # what --reuse-openclip reads
+    # the run is identified by its command with the run folder left out, so a copied or
+    # moved folder is still recognised
+    settings = row.command.replace(str(cfg.out), "OUT")
     if cfg.reuse_openclip:
         done = json.loads(saved.read_text()) if saved.is_file() else {}
-        if done.get("command") != row.command:
+        if done.get("command", "").replace(done.get("out", ""), "OUT") != settings:
             raise PeerError(
                 f"--reuse-openclip: {saved} holds no finished OpenCLIP run of this command "
                 "(other settings, or never finished); run without --reuse-openclip"
@@ -355,7 +358,8 @@ def run_openclip(
             shutil.rmtree(run_dir)
         saved.unlink(missing_ok=True)
         row.process_seconds = _run(cmd, cfg.out / "openclip" / "stdout.log", cfg.threads)
-        saved.write_text(json.dumps({"command": row.command, "seconds": row.process_seconds}))
+        record = {"command": row.command, "out": str(cfg.out), "seconds": row.process_seconds}
+        saved.write_text(json.dumps(record))
     text = (run_dir / "out.log").read_text(encoding="utf-8", errors="replace")
     matches = list(_OC_LINE.finditer(text))
     if not matches:
@@ -368,7 +372,7 @@ def run_openclip(
     row.weights = f"native:{cfg.model}@{run_dir / 'checkpoints' / f'epoch_{plan.epochs}.pt'}"
 
 
-def calibrate_crossmodal(cfg: PeerConfig, plan: DataPlan, params: int) -> dict[str, float]:
+def calibrate_crossmodal(cfg: PeerConfig, plan: DataPlan, params: int) -> float:
     """Time ``calibrate_steps`` crossmodal steps (same settings); return its samples/s.
 
     The rate leaves out the first few steps (thread pools starting) but keeps the rest,
@@ -377,7 +381,7 @@ def calibrate_crossmodal(cfg: PeerConfig, plan: DataPlan, params: int) -> dict[s
     row = TrainerRow("crossmodal-calibration", params)
     skip = min(5, cfg.calibrate_steps // 3)
     run_crossmodal(cfg, plan, row, skip, cfg.calibrate_steps, "crossmodal-calibration")
-    return {"samples_per_s": row.steady_samples_per_s}
+    return row.steady_samples_per_s
 
 
 def steps_in_time(seconds: float, samples_per_s: float, cfg: PeerConfig) -> int:
@@ -427,8 +431,13 @@ def evaluate(row: TrainerRow, manifests: list[Path], threads: int) -> None:
 # ------------------------------------------------------------------------------ report
 
 
-def summarise(cfg: PeerConfig, plan: DataPlan, rows: list[TrainerRow]) -> dict[str, Any]:
-    """Both rows, the ratios issue 4 asks for, the verdicts and the budget each trainer had."""
+def summarise(
+    cfg: PeerConfig, plan: DataPlan, rows: list[TrainerRow], sized_by: str = ""
+) -> dict[str, Any]:
+    """Both rows, the ratios issue 4 asks for, the verdicts and the budget each trainer had.
+
+    ``sized_by`` says how crossmodal's step count was chosen under ``--budget time``.
+    """
     cm, oc = rows
     ratios: dict[str, Any] = {
         "samples_per_s": cm.samples_per_s / oc.samples_per_s,
@@ -460,6 +469,7 @@ def summarise(cfg: PeerConfig, plan: DataPlan, rows: list[TrainerRow]) -> dict[s
     }
     if cfg.budget == "time":
         summary["issue4"]["within_time_budget"] = cm.loop_seconds <= oc.loop_seconds
+        summary["budget"]["sized_by"] = sized_by
     else:
         summary["budget"]["crossmodal_steps_in_openclip_time_estimate"] = int(
             oc.loop_seconds * cm.steady_samples_per_s / cfg.batch_size
@@ -595,30 +605,25 @@ def run_peer(cfg: PeerConfig) -> dict[str, Any]:
     plan = plan_data(cfg)
     skip = cfg.skip_steps if cfg.skip_steps is not None else min(10, cfg.steps // 5)
     rows = [TrainerRow("crossmodal", native_params), TrainerRow("OpenCLIP", oc_params)]
-    calibration: dict[str, float] = {}
+    sized_by = ""
     if cfg.budget == "steps":
         run_crossmodal(cfg, plan, rows[0], skip, cfg.steps, "crossmodal")
         run_openclip(cfg, plan, oc_config, rows[1], skip)
     else:
         run_openclip(cfg, plan, oc_config, rows[1], skip)
         if cfg.crossmodal_steps is None:
-            calibration = calibrate_crossmodal(cfg, plan, native_params)
-            steps = steps_in_time(rows[1].loop_seconds, calibration["samples_per_s"], cfg)
+            rate = calibrate_crossmodal(cfg, plan, native_params)
+            steps = steps_in_time(rows[1].loop_seconds, rate, cfg)
+            sized_by = f"a {cfg.calibrate_steps}-step calibration at {rate:.1f} samples/s"
         else:
             steps = cfg.crossmodal_steps
+            sized_by = f"--crossmodal-steps {steps}"
         print(f"crossmodal gets OpenCLIP's {rows[1].loop_seconds:.1f} s: {steps} steps", flush=True)
         run_crossmodal(cfg, plan, rows[0], skip, steps, "crossmodal")
     manifests = eval_manifests(cfg)
     for row in rows:
         evaluate(row, manifests, cfg.threads)
-    summary = summarise(cfg, plan, rows)
-    if calibration:
-        summary["budget"]["sized_by"] = (
-            f"a {cfg.calibrate_steps}-step calibration at {calibration['samples_per_s']:.1f} "
-            "samples/s"
-        )
-    elif cfg.budget == "time":
-        summary["budget"]["sized_by"] = f"--crossmodal-steps {cfg.crossmodal_steps}"
+    summary = summarise(cfg, plan, rows, sized_by)
     summary["skip_steps"] = skip
     page = render_markdown(summary)
     (cfg.out / "peer.json").write_text(

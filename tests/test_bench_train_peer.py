@@ -133,3 +133,38 @@ def test_summary_verdicts_under_a_time_budget(
     assert summary["budget"]["crossmodal_steps"] == 1500
     summary["budget"]["sized_by"] = "a 30-step calibration at 190.0 samples/s"
     assert "crossmodal 1500 steps" in peer.render_markdown(summary)
+
+
+def test_reuse_openclip_recognises_a_moved_run_folder(peer: ModuleType, tmp_path: Path) -> None:
+    """A finished OpenCLIP run copied to another --out is reused; other settings are refused."""
+    line = (
+        "Train Epoch: 0 [128/128 (100%)] Data (t): 0.01 Batch (t): 0.9, 140.0/s, 140.0/s/gpu "
+        "LR: 0.001 Logit Scale: 14.2 Contrastive_loss: 2.5 (2.5) Loss: 2.5 (2.5)\n"
+    )
+
+    def setup(out: Path, **changes: Any) -> tuple[Any, Any, Any]:
+        cfg = peer.PeerConfig(
+            train_csv=Path("x.csv"), evals=(), model="test-tiny", out=out, **changes
+        )
+        plan = peer.DataPlan(csv=out / "data" / "train.csv", rows=128, source_rows=128, epochs=1)
+        return cfg, plan, peer.TrainerRow("OpenCLIP", 10)
+
+    first = tmp_path / "first"
+    cfg, plan, row = setup(first, reuse_openclip=True)
+    oc_config = first / "openclip" / "model_configs" / "peer-test-tiny.json"
+    with pytest.raises(peer.PeerError, match="reuse-openclip"):  # nothing recorded yet
+        peer.run_openclip(cfg, plan, oc_config, row, 0)  # (the row gets its command first)
+    (first / "openclip" / "logs" / "peer").mkdir(parents=True)
+    (first / "openclip" / "logs" / "peer" / "out.log").write_text(line)
+    record = {"command": row.command, "out": str(first), "seconds": 12.5}
+    (first / "openclip" / "process_seconds.json").write_text(json.dumps(record))
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    cfg, plan, row = setup(moved, reuse_openclip=True)
+    peer.run_openclip(cfg, plan, moved / "openclip" / "model_configs" / oc_config.name, row, 0)
+    assert (row.process_seconds, row.steps, row.final_loss) == (12.5, 1, 2.5)
+    cfg, plan, row = setup(moved, reuse_openclip=True, lr=0.1)
+    with pytest.raises(peer.PeerError, match="reuse-openclip"):
+        peer.run_openclip(cfg, plan, moved / "openclip" / "model_configs" / oc_config.name, row, 0)
