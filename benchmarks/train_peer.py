@@ -294,7 +294,8 @@ def run_crossmodal(
     out = cfg.out / folder
     cmd = [
         sys.executable, "-m", "crossmodal", "train", "--data", str(plan.csv),
-        "--model", cfg.model, "--out", str(out), "--steps", str(steps),
+        "--model", cfg.model, "--init", "random", "--tokenizer", "clip-bpe",
+        "--out", str(out), "--steps", str(steps),
         "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr),
         "--warmup-steps", str(cfg.warmup), "--weight-decay", str(cfg.weight_decay),
         "--crop-scale", "0.9", "--rotation", "0", "--checkpoint-every", "0",

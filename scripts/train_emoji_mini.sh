@@ -39,7 +39,7 @@ if [ ! -f "$RUN/tokenizer.json" ]; then
 fi
 
 # 3. Contrastive training of the emoji-mini architecture (weights stored in bf16: half size).
-"$PY" -m crossmodal train --data "$DATA/train.jsonl" --model emoji-mini \
+"$PY" -m crossmodal train --data "$DATA/train.jsonl" --model emoji-mini --init random \
     --tokenizer "$RUN/tokenizer.json" --out "$RUN" --resume \
     --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" \
     --color-jitter 0.2 --zoom-out 0.6 --outline 0.3 --line-art 0.15 --grayscale 0.1 \

@@ -89,3 +89,47 @@ def test_the_wheel_ships_the_weights(tmp_path: Path) -> None:
     wheel = next(tmp_path.glob("crossmodal-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "crossmodal/assets/emoji-mini.safetensors" in names
+
+
+def test_training_emoji_mini_starts_from_the_shipped_weights() -> None:
+    """One spec names the bundled model everywhere: ``train -m emoji-mini`` fine-tunes it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from crossmodal.cli.train import build_model
+
+    path = bundled_weights("emoji-mini")
+    assert path is not None
+    shipped = load_file(str(path))
+    model = build_model("emoji-mini")
+    state = model.state_dict()
+    assert shipped.keys() <= state.keys()
+    assert all(torch.equal(state[k].to(shipped[k].dtype), shipped[k]) for k in shipped)
+
+
+def test_random_emoji_mini_is_the_shipped_architecture_with_fresh_weights() -> None:
+    import torch
+
+    from crossmodal.cli.train import build_model
+    from crossmodal.errors import ConfigError
+    from crossmodal.models.registry import get_model_config
+    from crossmodal.models.weights import read_config
+
+    path = bundled_weights("emoji-mini")
+    assert path is not None
+    shipped_config = read_config(path)
+    fresh = build_model("emoji-mini", init="random")
+    assert fresh.config == shipped_config  # architecture and trained tokenizer
+    assert sum(p.numel() for p in fresh.parameters()) < 12_000_000  # 9.3 M, not 20.9 M
+    loaded = build_model("emoji-mini")
+    assert not torch.equal(fresh.visual.proj, loaded.visual.proj)
+    # the registered JSON describes the shipped towers; only the tokenizer is the file's
+    registered = get_model_config("emoji-mini")
+    assert registered.vision == shipped_config.vision
+    assert registered.embed_dim == shipped_config.embed_dim
+    for field in ("width", "layers", "heads", "context_length"):
+        assert getattr(registered.text, field) == getattr(shipped_config.text, field), field
+    # CLIP's BPE on request (the OpenCLIP peer run); a registered name without weights refused
+    assert build_model("emoji-mini", "clip-bpe", init="random").config == registered
+    with pytest.raises(ConfigError, match="--init random"):
+        build_model("test-tiny")

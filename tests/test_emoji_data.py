@@ -265,8 +265,10 @@ def test_build_writes_manifest_shards_csv_attribution(tmp_path: Path, cache: Pat
     assert result.manifests == tuple(out / name for name in stats["manifests"])
     _check_names_missing(tmp_path, rows)
     attribution = (out / "ATTRIBUTION.md").read_text("utf-8")
-    for package in SOURCE_PACKAGES.values():
-        assert package.name in attribution and package.license in attribution
+    for key, package in SOURCE_PACKAGES.items():
+        used = key in {"emojibase", "twemoji", "noto", "openmoji"}  # a package is credited
+        assert (package.name in attribution) == used, key  # where its images are used
+        assert not used or package.license in attribution
     assert "16.0.0" in attribution and "17.0.0" in attribution
 
 
@@ -473,3 +475,90 @@ def test_cli_data_emoji(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixtu
     assert f"{out / 'train.jsonl'}  (4 rows)" in printed and "eval/" not in printed
     assert len(_manifest(out)) == 4
     assert len(open_source(out / "train.jsonl")) == 4 and not (out / "eval").exists()
+
+
+# ---------------------------------------------------------------- Iconify emoji sets
+
+_HALF = '<path fill="#DC1E1E" d="M0 0h8v16H0z"/>'  # the left half of a 16 px box in red
+
+
+def _iconify(cache: Path, prefix: str, licence: str = "Apache-2.0") -> None:
+    """A fake ``@iconify-json/<prefix>`` package: names in the styles real sets use."""
+    icons = {
+        "grinningface": {"body": _HALF},  # runs words together (fxemoji)
+        "red-heart": {"body": _HALF},
+        "red-heart-light": {"body": _HALF},  # skin-tone suffix of a joined name
+        "rocket-2": {"body": _HALF},  # numbered variants: the lowest number wins
+        "rocket-1": {"body": _HALF, "width": 32, "height": 32},
+        "waving-hand-right": {"body": _HALF},  # no Emojibase name
+        "1": {"body": _HALF},  # digits only: never joined
+    }
+    aliases = {"new-face": {"parent": "red-heart", "hFlip": True}}
+    files = {
+        "package/icons.json": json.dumps(
+            {"prefix": prefix, "icons": icons, "aliases": aliases, "width": 16, "height": 16}
+        ).encode(),
+        "package/info.json": json.dumps({"license": {"spdx": licence}}).encode(),
+        "package/package.json": json.dumps({"version": "1.2.3"}).encode(),
+    }
+    _write_tgz(cache / f"iconify-json-{prefix}-1.2.3.tgz", files)
+
+
+def test_iconify_names_join_to_emojibase_with_flips_applied(tmp_path: Path, cache: Path) -> None:
+    from crossmodal.data.emoji.iconify import (
+        icon_svg,
+        join_icon_names,
+        read_emoji_names,
+        read_icon_set,
+        slug,
+    )
+    from crossmodal.data.emoji.render import rasterise_svg
+
+    assert slug("woman’s hat") == "womans-hat" and slug("piñata") == "pinata"
+    _iconify(cache, "fxemoji")
+    eb = cache / "emojibase-data-17.0.0.tgz"
+    entries = read_emojibase(eb).labels["en"]
+    names = read_emoji_names(eb, [(e.hexcode, e.label) for e in entries if e.base is None])
+    icons = read_icon_set(cache / "iconify-json-fxemoji-1.2.3.tgz")
+    joined, skipped = join_icon_names(icons, names)
+    assert joined == {"1F600": "grinningface", "2764": "red-heart", "1F680": "rocket-1",
+                      "1FAE9": "new-face"}  # fmt: skip
+    assert skipped["skin-tone variant"] == 1 and skipped["name of digits only"] == 1
+    assert skipped["no Emojibase name matches"] == 1
+    assert sum(skipped.values()) + len(joined) == len(icons.icons) + len(icons.aliases)
+    plain = np.asarray(rasterise_svg(icon_svg(icons, "red-heart"), 16))[..., 3]
+    flipped = np.asarray(rasterise_svg(icon_svg(icons, "new-face"), 16))[..., 3]
+    assert plain[:, :7].min() == 255 and plain[:, 9:].max() == 0  # red on the left
+    assert flipped[:, 9:].min() == 255 and flipped[:, :7].max() == 0  # the alias's hFlip
+
+
+def test_iconify_style_builds_a_val_split_and_openmoji_never_trains(
+    tmp_path: Path, cache: Path
+) -> None:
+    from crossmodal.data.emoji import STYLES
+
+    _iconify(cache, "fxemoji")
+    config = _config(tmp_path, cache, styles=(*TRAIN, "fxemoji"), val_style="fxemoji")
+    result = build_emoji_dataset(config)
+    rows = _manifest(result.out_dir)
+    fx = [r for r in rows if r["style"] == "fxemoji"]
+    # twemoji and noto (complete styles) decide the concepts; fxemoji adds what it draws
+    assert sorted(r["hexcode"] for r in fx) == ["1F600", "1F680", "2764-FE0F"]
+    assert {r["split"] for r in fx} == {"val"} and {r["license"] for r in fx} == {"Apache-2.0"}
+    val = [json.loads(x) for x in (result.out_dir / "eval/val.en.retrieval.jsonl").open()]
+    assert len(val) == 3
+    assert result.stats["join"]["fxemoji"]["archive_skipped"]["skin-tone variant"] == 1
+    attribution = (result.out_dir / "ATTRIBUTION.md").read_text("utf-8")
+    assert "@iconify-json/fxemoji" in attribution and "Mozilla" in attribution
+    with pytest.raises(ConfigError, match="training styles"):
+        build_emoji_dataset(
+            _config(tmp_path, cache, styles=("openmoji", *TRAIN), val_style="openmoji")
+        )
+    # OpenMoji is the held-out style: no split of it trains, and no val style can be it
+    assert all(STYLES[s].split != "train" for s in STYLES if STYLES[s].package == "openmoji")
+
+
+def test_iconify_set_with_another_licence_is_refused(tmp_path: Path, cache: Path) -> None:
+    _iconify(cache, "fxemoji", licence="CC-BY-SA-4.0")
+    with pytest.raises(SourceLayoutError, match="licence"):
+        build_emoji_dataset(_config(tmp_path, cache, styles=(*TRAIN, "fxemoji")))

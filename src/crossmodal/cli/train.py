@@ -8,8 +8,9 @@
     crossmodal train --task classify --data train.jsonl --text-column tags \
         --label-column subgroup --head gated --eval-data test.jsonl --out runs/head
 
-``train`` builds the model from a registered native name (fresh weights) or a native spec
-with ``@weights`` (fine-tuning), trains it with the contrastive objective and writes
+``train`` starts from the weights ``--model`` names (a bundled model's shipped ones, or a
+native spec's ``@weights``: fine-tuning) or, with ``--init random``, from fresh weights of
+its architecture; it trains it with the contrastive objective and writes
 ``OUT/model.safetensors`` (architecture included, so ``native:@OUT/model.safetensors``
 loads it), ``OUT/metrics.csv`` and ``OUT/checkpoints/``; ``--eval-data`` adds a retrieval
 evaluation in ``OUT/eval/``. Under ``torchrun --nproc-per-node N -m crossmodal train ...``
@@ -19,6 +20,7 @@ it trains data parallel (``--batch-size`` per rank); rank 0 writes the files.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from crossmodal.train.loop import TrainResult
 
 _MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # datasets that take on_missing (manifests)
+CLIP_BPE = "clip-bpe"  # --tokenizer value: the registered config's own CLIP BPE
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: Any) -> None:
@@ -67,8 +71,16 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument(
         "-m",
         "--model",
-        help="registered name (fresh) or native:NAME@weights; with --task classify, the "
-        "frozen encoder (default: the embedded emoji-mini)",
+        help="the model to start from: a bundled name (emoji-mini: its shipped weights) or "
+        "native:NAME@weights; with --init random, a registered architecture with fresh weights; "
+        "with --task classify, the frozen encoder (default: the embedded emoji-mini)",
+    )
+    p.add_argument(
+        "--init",
+        choices=("weights", "random"),
+        default="weights",
+        help="weights: fine-tune the weights --model names (a bundled model's own, or @FILE; "
+        "the default); random: train the architecture from scratch (asked for explicitly)",
     )
     p.add_argument(
         "--task",
@@ -83,9 +95,9 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
     p.add_argument(
         "--tokenizer",
-        type=Path,
-        help="a trained tokenizer.json (scripts/train_tokenizer.py) for a fresh model's text "
-        "tower; it is stored inside the saved weights",
+        help="with --init random: a trained tokenizer.json (scripts/train_tokenizer.py) for the "
+        "fresh text tower, or clip-bpe for CLIP's English BPE (default: a bundled model's own "
+        "tokenizer, else the architecture's); stored inside the saved weights",
     )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps to run")
@@ -157,6 +169,14 @@ def _add_train_parser(sub: Any) -> None:
     )
     p.add_argument("--eval-data", help="captioned dataset for a retrieval eval at the end")
     p.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
+    p.add_argument(
+        "--sampler",
+        choices=("image", "concept"),
+        default="image",
+        help="what an epoch visits once: each image (default), or each concept: images with "
+        "the same captions (one emoji in several styles), one of them drawn at random, so "
+        "no two meet in a batch as false negatives",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -212,7 +232,7 @@ def build_job(args: argparse.Namespace) -> TrainJob:
     )
     source = _open_dataset(args.data)  # before the model: fail fast on a typo
     seed_everything(args.seed)  # a fresh model's initial weights follow --seed
-    model = build_model(args.model, args.tokenizer)
+    model = build_model(args.model, args.tokenizer, init=args.init)
     augment = (
         TrainAugment.off()
         if args.no_augment
@@ -233,39 +253,93 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         augment,
         seed=args.seed,
     )
-    data = build_pair_loader_factory(dataset, config.batch_size, num_workers=args.workers)
+    data = build_pair_loader_factory(
+        dataset, config.batch_size, num_workers=args.workers, sampler=args.sampler
+    )
     return TrainJob(model=model, dataset=dataset, data=data, config=config)
 
 
-def build_model(spec_text: str, tokenizer: Path | None = None) -> CLIP:
-    """A registered native name → fresh weights; a native spec with ``@weights`` → loaded.
+def build_model(spec_text: str, tokenizer: str | Path | None = None, init: str = "weights") -> CLIP:
+    """The model a training run starts from.
 
-    ``tokenizer`` (a trained ``tokenizer.json``) replaces a fresh model's text tokenizer.
+    ``init="weights"`` (the default) loads weights: the ones a native spec names with
+    ``@weights``, or a bundled model's shipped ones (``emoji-mini``). A registered
+    architecture without weights is refused: random initialisation is asked for explicitly.
+    ``init="random"`` builds fresh weights: a bundled name keeps the shipped architecture and
+    tokenizer (so ``emoji-mini`` means one model everywhere), any other name its registered
+    config. ``tokenizer`` (a trained ``tokenizer.json``, or ``clip-bpe`` for the registered
+    config's own) replaces a fresh model's tokenizer.
+
+    Raises:
+        ConfigError: Not a native spec; no weights without ``init="random"``; weights with it;
+            a tokenizer for a loaded model.
     """
     from crossmodal.encoders.native import resolve_weights
     from crossmodal.encoders.spec import parse_spec
+    from crossmodal.models.bundled import bundled_weights
     from crossmodal.models.clip import CLIP
     from crossmodal.models.registry import create_model, get_model_config
     from crossmodal.models.weights import load_checkpoint, load_weights
 
+    if init not in ("weights", "random"):
+        raise ConfigError(f"unknown --init {init!r}; choose weights or random")
     spec = parse_spec(spec_text)
     if spec.backend != "native":
         raise ConfigError(f"train needs a native model, not {spec.backend!r} ({spec_text})")
     weights = spec.weights
     if spec.name and weights is None and (os.sep in spec.name or Path(spec.name).is_dir()):
         weights = spec.name  # a Hugging Face CLIP directory
-    if weights is None:
-        fresh = get_model_config(spec.name)
-        if tokenizer is not None:
-            fresh = _attach_tokenizer(fresh, tokenizer)
-        return create_model(fresh)
+    if init == "random":
+        if weights is not None:
+            raise ConfigError(
+                f"--init random trains fresh weights, but {spec_text} names weights: drop "
+                "'@...' to train the architecture from scratch, or drop --init random to "
+                "fine-tune them"
+            )
+        return create_model(fresh_config(spec.name, tokenizer))
     if tokenizer is not None:
-        raise ConfigError("--tokenizer is for a fresh model; fine-tuning keeps the model's own")
-    config = get_model_config(spec.name) if spec.name and spec.name != weights else None
+        raise ConfigError(
+            "--tokenizer is for a fresh model (--init random); fine-tuning keeps the model's own"
+        )
+    config = None
+    if weights is None:
+        get_model_config(spec.name)  # an unknown name is answered with the valid ones
+        packaged = bundled_weights(spec.name)
+        if packaged is None:
+            raise ConfigError(
+                f"{spec.name} has no weights to start from: pass --init random to train it "
+                f"from scratch, or name weights (native:{spec.name}@FILE.safetensors)"
+            )
+        log.info("fine-tuning the bundled weights of %s (%s)", spec.name, packaged)
+        weights = str(packaged)  # the file records its own architecture and tokenizer
+    elif spec.name and spec.name != weights:
+        config = get_model_config(spec.name)
     config, sd = load_checkpoint(resolve_weights(weights), config)
     model = CLIP(config)
     load_weights(model, sd, source=weights)
     return model
+
+
+def fresh_config(name: str, tokenizer: str | Path | None = None) -> CLIPConfig:
+    """The architecture ``--init random`` builds for ``name``, with its tokenizer.
+
+    A bundled model's is the one its shipped file records (architecture and trained
+    tokenizer); any other name's is its registered config. ``tokenizer`` replaces the
+    tokenizer: a ``tokenizer.json`` path, or ``clip-bpe`` for the registered config as it is.
+    """
+    from crossmodal.models.bundled import bundled_weights
+    from crossmodal.models.registry import get_model_config
+    from crossmodal.models.weights import read_config
+
+    config = get_model_config(name)
+    if tokenizer is not None and str(tokenizer) == CLIP_BPE:
+        if config.text.tokenizer != CLIP_BPE:
+            raise ConfigError(f"{name}'s registered config has no {CLIP_BPE} tokenizer")
+        return config
+    if tokenizer is not None:
+        return _attach_tokenizer(config, Path(tokenizer))
+    packaged = bundled_weights(name)
+    return read_config(packaged) if packaged is not None else config
 
 
 def _attach_tokenizer(config: CLIPConfig, path: Path) -> CLIPConfig:

@@ -28,7 +28,15 @@ from crossmodal.errors import CrossmodalError, InputError, short_message
 from crossmodal.eval import plots
 from crossmodal.eval.results import RetrievalExample, RetrievalResult, Skipped, ZeroShotResult
 
-__all__ = ["MAX_MISCLASSIFIED", "THUMBNAIL_SIZE", "render_report", "write_report"]
+__all__ = [
+    "MAX_MISCLASSIFIED",
+    "THUMBNAIL_SIZE",
+    "Thumbnails",
+    "html_page",
+    "render_report",
+    "write_atomic",
+    "write_report",
+]
 
 THUMBNAIL_SIZE = 96  # longest side of a thumbnail, in pixels
 MAX_MISCLASSIFIED = 48  # misclassified images shown for zero-shot
@@ -94,13 +102,13 @@ def write_report(result: ZeroShotResult | RetrievalResult, out_dir: str | os.Pat
     except OSError as exc:
         raise InputError(f"{out}: cannot create the report folder ({exc})") from exc
     data = json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    _write_atomic(out / "results.json", data.encode("utf-8"))
+    write_atomic(out / "results.json", data.encode("utf-8"))
     page = out / "report.html"
-    _write_atomic(page, render_report(result).encode("utf-8"))
+    write_atomic(page, render_report(result).encode("utf-8"))
     return page
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically; a failure names the file."""
     try:
         atomic_write_bytes(path, data)
@@ -116,7 +124,7 @@ def render_report(result: ZeroShotResult | RetrievalResult) -> str:
             :class:`RetrievalResult`.
         BackendUnavailableError: matplotlib is not installed.
     """
-    thumbs = _Thumbnails(THUMBNAIL_SIZE)
+    thumbs = Thumbnails(THUMBNAIL_SIZE)
     if isinstance(result, ZeroShotResult):
         title = "Zero-shot classification"
         body = _zeroshot_body(result, thumbs)
@@ -128,15 +136,19 @@ def render_report(result: ZeroShotResult | RetrievalResult) -> str:
             f"write_report: expected a ZeroShotResult or RetrievalResult, "
             f"got {type(result).__name__}"
         )
+    return html_page(title, result.model, _header(title, result) + body)
+
+
+def html_page(title: str, model: str, main: str) -> str:
+    """A self-contained report page: ``main``'s HTML in the reports' style, nothing loaded."""
     head = (
         f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{escape(title)}: {escape(result.model)}</title><style>{_CSS}</style>"
+        f"<title>{escape(title)}: {escape(model)}</title><style>{_CSS}</style>"
     )
-    header = _header(title, result)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head>'
-        f"<body><main>{header}{body}</main></body></html>\n"
+        f"<body><main>{main}</main></body></html>\n"
     )
 
 
@@ -144,7 +156,7 @@ def render_report(result: ZeroShotResult | RetrievalResult) -> str:
 # building blocks
 
 
-class _Thumbnails:
+class Thumbnails:
     """JPEG thumbnails as ``<img>`` tags with data URIs; each source is decoded once."""
 
     def __init__(self, size: int) -> None:
@@ -250,7 +262,7 @@ def _skipped(skipped: Sequence[Skipped]) -> str:
 # zero-shot classification
 
 
-def _zeroshot_body(result: ZeroShotResult, thumbs: _Thumbnails) -> str:
+def _zeroshot_body(result: ZeroShotResult, thumbs: Thumbnails) -> str:
     metrics = result.to_dict()["metrics"]
     ours: list[tuple[str, str, Any]] = [
         ("accuracy", "top-1 accuracy", metrics["accuracy"]),
@@ -287,7 +299,7 @@ def _per_class_table(result: ZeroShotResult) -> str:
     )
 
 
-def _misclassified(result: ZeroShotResult, thumbs: _Thumbnails) -> str:
+def _misclassified(result: ZeroShotResult, thumbs: Thumbnails) -> str:
     y_true = np.asarray(result.y_true)
     y_pred = np.asarray(result.y_pred)
     wrong = np.flatnonzero(y_true != y_pred)
@@ -325,7 +337,7 @@ def _describe_retrieval_key(key: str) -> str:
     return key
 
 
-def _retrieval_body(result: RetrievalResult, thumbs: _Thumbnails) -> str:
+def _retrieval_body(result: RetrievalResult, thumbs: Thumbnails) -> str:
     metrics = result.report.to_dict()
     rows = [(k, _describe_retrieval_key(k), v) for k, v in metrics.items()]
     shared = [r for r in rows if "_retrieval_recall@" in r[0]]
@@ -342,7 +354,7 @@ def _retrieval_body(result: RetrievalResult, thumbs: _Thumbnails) -> str:
     )
 
 
-def _text_to_image(examples: Sequence[RetrievalExample], thumbs: _Thumbnails) -> str:
+def _text_to_image(examples: Sequence[RetrievalExample], thumbs: Thumbnails) -> str:
     if not examples:
         return '<p class="muted">No examples recorded.</p>'
     rows = []
@@ -362,7 +374,7 @@ def _text_to_image(examples: Sequence[RetrievalExample], thumbs: _Thumbnails) ->
     )
 
 
-def _image_to_text(examples: Sequence[RetrievalExample], thumbs: _Thumbnails) -> str:
+def _image_to_text(examples: Sequence[RetrievalExample], thumbs: Thumbnails) -> str:
     if not examples:
         return '<p class="muted">No examples recorded.</p>'
     rows = []

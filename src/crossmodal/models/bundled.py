@@ -7,7 +7,9 @@
 ``scripts/train_emoji_mini.sh`` (``crossmodal data emoji`` → tokenizer → ``crossmodal train``);
 its safetensors file records the architecture and the trained tokenizer in its metadata.
 A spec that names a bundled model without ``@weights`` (``native:emoji-mini``) loads these
-weights; ``crossmodal train --model emoji-mini`` still means the fresh architecture.
+weights everywhere, ``crossmodal train --model emoji-mini`` included (it fine-tunes them);
+``crossmodal train --model emoji-mini --init random`` trains the same architecture and
+tokenizer from fresh weights.
 """
 
 from __future__ import annotations

@@ -323,6 +323,24 @@ def _count_blocks(sd: Mapping[str, Tensor], prefix: str) -> int:
 # --------------------------------------------------------------------------- public API
 
 
+def read_config(path: str | os.PathLike[str]) -> CLIPConfig:
+    """The architecture a safetensors file written by :func:`save_weights` records, no tensors read.
+
+    Raises:
+        CheckpointError: Not a readable safetensors file, or one that records no architecture.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if CONFIG_METADATA_KEY not in metadata:
+        raise CheckpointError(f"{path}: the file does not record its architecture")
+    return config_from_dict(json.loads(metadata[CONFIG_METADATA_KEY]), where=str(path))
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], config: CLIPConfig | None = None
 ) -> tuple[CLIPConfig, StateDict]:

@@ -28,7 +28,7 @@ any other data is sharded by :func:`epoch_batches` after loading, which is the s
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,6 +42,7 @@ __all__ = [
     "BatchFactory",
     "DataOrder",
     "DataSource",
+    "GroupSampler",
     "Shard",
     "ShardSampler",
     "batches_per_epoch",
@@ -132,6 +133,33 @@ class ShardSampler(torch.utils.data.Sampler[int]):
         return len(self.base) // (self.batch_size * self.shard.world) * self.batch_size  # type: ignore[arg-type]
 
 
+class GroupSampler(torch.utils.data.Sampler[int]):
+    """One item of every group an epoch, groups in random order: ``len(groups)`` indices.
+
+    ``groups[g]`` lists the dataset indices of group g (say, the images of one concept in
+    several styles). Each epoch draws a permutation of the groups, then one member of each,
+    all from ``generator``: so an epoch follows from the generator's state, and no two items
+    of one group meet in an epoch (nor in a batch, where InfoNCE would take them for
+    negatives).
+    """
+
+    def __init__(self, groups: Sequence[Sequence[int]], generator: torch.Generator) -> None:
+        if not groups or any(not members for members in groups):
+            raise ConfigError("GroupSampler needs at least one group, and no empty group")
+        self.groups = groups  # dataset indices of each group
+        self.generator = generator  # the loop's shuffling generator
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(len(self.groups), generator=self.generator).tolist()
+        sizes = torch.tensor([len(self.groups[g]) for g in order], dtype=torch.float64)
+        picks = torch.rand(len(order), generator=self.generator, dtype=torch.float64) * sizes
+        for g, pick in zip(order, picks.long().tolist(), strict=True):
+            yield self.groups[g][pick]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
 def build_loader_factory(
     dataset: torch.utils.data.Dataset[Any],
     batch_size: int,
@@ -141,24 +169,29 @@ def build_loader_factory(
     num_workers: int = 0,
     collate_fn: Callable[[list[Any]], Batch] | None = None,
     shard: Shard | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> BatchFactory:
     """A factory of ``DataLoader`` epochs whose order comes only from the loop's generator.
 
     The generator drives both the ``RandomSampler`` permutation and the loader's worker seeds.
     ``drop_last`` keeps every batch the same size (contrastive batches and accumulation
-    assume it). ``batch_size`` is per rank; ``shard`` (``None``: the live process group's,
-    read when each epoch is built) makes every epoch load only this rank's rows, through a
-    :class:`ShardSampler` (which always drops the incomplete last global batch).
+    assume it). ``groups`` (with ``shuffle``) makes an epoch one item of each group
+    (:class:`GroupSampler`). ``batch_size`` is per rank; ``shard`` (``None``: the live
+    process group's, read when each epoch is built) makes every epoch load only this rank's
+    rows, through a :class:`ShardSampler` (which always drops the incomplete last global
+    batch).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
 
     def factory(generator: torch.Generator) -> Iterable[Batch]:
-        sampler: torch.utils.data.Sampler[int] = (
-            torch.utils.data.RandomSampler(dataset, generator=generator)  # type: ignore[arg-type]
-            if shuffle
-            else torch.utils.data.SequentialSampler(dataset)  # type: ignore[arg-type]
-        )
+        sampler: torch.utils.data.Sampler[int]
+        if shuffle and groups is not None:
+            sampler = GroupSampler(groups, generator)
+        elif shuffle:
+            sampler = torch.utils.data.RandomSampler(dataset, generator=generator)  # type: ignore[arg-type]
+        else:
+            sampler = torch.utils.data.SequentialSampler(dataset)  # type: ignore[arg-type]
         where = shard if shard is not None else live_shard()
         if where.world > 1:
             sampler = ShardSampler(sampler, batch_size, where)

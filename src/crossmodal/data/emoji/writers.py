@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 DATASET_NAME = "crossmodal-emoji"
 """The ``dataset`` field of ``stats.json``; marks a folder that a rebuild may replace."""
 
-SPLITS = ("train", "test", "test-hard")
-"""The splits, in manifest order."""
+SPLITS = ("train", "val", "test", "test-hard")
+"""The splits, in manifest order (val: a training style held out for model selection)."""
 
 _CSV_COLUMNS = ("filepath", "title", "lang", "hexcode", "style")  # OpenCLIP reads the first 2
 
@@ -66,8 +66,8 @@ class ManifestRow:
     tags_zh: list[str]  # Chinese tags
     group: str  # group key
     subgroup: str  # subgroup key
-    style: str  # twemoji, noto, openmoji or openmoji-black
-    split: str  # train, test or test-hard
+    style: str  # a name of STYLES: twemoji, noto, fxemoji, openmoji, ...
+    split: str  # train, val, test or test-hard
     captions_en: list[str]  # English captions from the label, templates and tags
     captions_zh: list[str]  # Chinese captions from the label, templates and tags
     license: str  # SPDX id of the image's licence
@@ -173,10 +173,11 @@ def attribution_text(versions: dict[str, str], styles: Iterable[str], size: int)
     lines += [
         "",
         f"Changes: every image was rendered or resized to {size}x{size} pixels and its "
-        f"transparency composited onto RGB {BACKGROUND}. OpenMoji SVGs were rasterised with "
-        "resvg; the `openmoji-black` images keep only OpenMoji's `line` and `line-supplement` "
-        "layers, as OpenMoji's black set does. Images derived from OpenMoji are shared under "
-        "CC BY-SA 4.0.",
+        f"transparency composited onto RGB {BACKGROUND}. SVGs were rasterised with resvg; "
+        "Iconify icons were assembled into standalone SVGs from their set's JSON (aliases "
+        "resolved with their flips and rotations); the `openmoji-black` images keep only "
+        "OpenMoji's `line` and `line-supplement` layers, as OpenMoji's black set does. Images "
+        "derived from OpenMoji are shared under CC BY-SA 4.0.",
         "",
     ]
     return "\n".join(lines)
