@@ -42,6 +42,7 @@ from crossmodal.data.emoji.sources import (
 __all__ = [
     "EmojiNames",
     "IconSet",
+    "icon_set_from_json",
     "icon_svg",
     "join_icon_names",
     "read_emoji_names",
@@ -182,17 +183,29 @@ def read_icon_set(path: Path) -> IconSet:
     files = dict(read_tar_files(path, wanted.__contains__, {}))
     try:
         data = json.loads(files["package/icons.json"])
-        icons = data["icons"]
-        if not isinstance(icons, dict):
-            raise TypeError("icons is not an object")
         info = json.loads(files.get("package/info.json", b"{}"))
         chars = json.loads(files.get("package/chars.json", b"{}"))
         version = str(json.loads(files.get("package/package.json", b"{}")).get("version", ""))
+        return icon_set_from_json(data, version, info, chars)
     except (KeyError, ValueError, TypeError) as exc:
         raise SourceLayoutError(
             f"{path}: not an Iconify JSON package ({exc!r}); pin the major version in "
             "SOURCE_PACKAGES"
         ) from exc
+
+
+def icon_set_from_json(
+    data: Any, version: str = "", info: Any = None, chars: Any = None
+) -> IconSet:
+    """An :class:`IconSet` from an Iconify JSON object (``info`` defaults to its own).
+
+    Raises:
+        TypeError: ``data`` has no ``icons`` object.
+    """
+    icons = data.get("icons") if isinstance(data, dict) else None
+    if not isinstance(icons, dict):
+        raise TypeError("no 'icons' object")
+    info = data.get("info", {}) if info is None else info
     licence = info.get("license", {}) if isinstance(info, dict) else {}
     return IconSet(
         prefix=str(data.get("prefix", "")),
