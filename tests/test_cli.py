@@ -47,6 +47,8 @@ def test_models_lists_registry_and_backends() -> None:
     data = json.loads(out.stdout)
     assert {"ViT-B-32", "ViT-L-14", "test-tiny"} <= {m["name"] for m in data["models"]}
     assert set(data["backends"]) == {"native", "openclip", "hf", "onnx"}
+    mini = next(m for m in data["models"] if m["name"] == "emoji-mini")
+    assert mini["weights"] == "bundled" and mini["params_m"] < 12  # the shipped file's, 9.3 M
     text = crossmodal("models")
     assert "ViT-B-16" in text.stdout and "backend" in text.stdout
 

@@ -18,14 +18,14 @@ def run(args: argparse.Namespace) -> int:
     """Print the registry."""
     from crossmodal.encoders import BACKENDS, DEFAULT_MODEL
     from crossmodal.encoders.availability import backend_status
-    from crossmodal.models.bundled import list_bundled
+    from crossmodal.models.bundled import bundled_config, list_bundled
     from crossmodal.models.config import estimate_parameters
     from crossmodal.models.registry import get_model_config, list_models
 
     bundled = set(list_bundled())
     rows = []
     for name in list_models():
-        cfg = get_model_config(name)
+        cfg = bundled_config(name) or get_model_config(name)  # a bundled name: its file's
         rows.append(
             {
                 "name": name,

@@ -327,9 +327,8 @@ def fresh_config(name: str, tokenizer: str | Path | None = None) -> CLIPConfig:
     tokenizer); any other name's is its registered config. ``tokenizer`` replaces the
     tokenizer: a ``tokenizer.json`` path, or ``clip-bpe`` for the registered config as it is.
     """
-    from crossmodal.models.bundled import bundled_weights
+    from crossmodal.models.bundled import bundled_config
     from crossmodal.models.registry import get_model_config
-    from crossmodal.models.weights import read_config
 
     config = get_model_config(name)
     if tokenizer is not None and str(tokenizer) == CLIP_BPE:
@@ -338,8 +337,7 @@ def fresh_config(name: str, tokenizer: str | Path | None = None) -> CLIPConfig:
         return config
     if tokenizer is not None:
         return _attach_tokenizer(config, Path(tokenizer))
-    packaged = bundled_weights(name)
-    return read_config(packaged) if packaged is not None else config
+    return bundled_config(name) or config
 
 
 def _attach_tokenizer(config: CLIPConfig, path: Path) -> CLIPConfig:

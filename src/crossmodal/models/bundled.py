@@ -1,6 +1,7 @@
 """Weights that ship inside the package, so that crossmodal works offline with no argument.
 
     bundled_weights("emoji-mini")   # Path to the packaged safetensors file, or None
+    bundled_config("emoji-mini")    # the architecture (and tokenizer) that file records
     list_bundled()                  # names with packaged weights
 
 ``emoji-mini`` is our own model, trained from scratch on the bilingual emoji dataset by
@@ -16,8 +17,12 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["BUNDLED", "bundled_weights", "list_bundled"]
+if TYPE_CHECKING:
+    from crossmodal.models.config import CLIPConfig
+
+__all__ = ["BUNDLED", "bundled_config", "bundled_weights", "list_bundled"]
 
 # model name → file name in crossmodal/assets/
 BUNDLED: dict[str, str] = {"emoji-mini": "emoji-mini.safetensors"}
@@ -30,6 +35,14 @@ def bundled_weights(name: str) -> Path | None:
         return None
     path = Path(str(resources.files("crossmodal").joinpath("assets", filename)))
     return path if path.is_file() else None
+
+
+def bundled_config(name: str) -> CLIPConfig | None:
+    """The architecture and tokenizer the packaged weights of ``name`` record, or None."""
+    from crossmodal.models.weights import read_config
+
+    path = bundled_weights(name)
+    return read_config(path) if path is not None else None
 
 
 def list_bundled() -> list[str]:
