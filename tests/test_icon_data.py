@@ -40,6 +40,7 @@ SETS = {
     "gpl": ("GPL-3.0", "UI 24px", {"house": _DISC, "dog": _DISC}),
     "emo": ("MIT", "Emoji", {"house": _BAR, "dog": _SQUARE}),
     "openmoji": ("CC-BY-4.0", "UI 24px", {"house": _BAR, "dog": _DISC}),  # held out by name
+    "fluent-emoji": ("MIT", "UI Multicolor", {"house": _DOT, "dog": _BAR}),  # emoji by name
 }  # fmt: skip
 
 
@@ -83,7 +84,7 @@ def test_names_become_captions() -> None:
 def test_only_permissive_non_emoji_sets_and_never_openmoji(cache: Path) -> None:
     infos = read_collections(cache / "iconify-json-2.2.0.tgz")
     assert choose_sets(infos) == ["alpha", "beta", "gamma"]
-    for refused in ("gpl", "emo", "openmoji", "nope"):
+    for refused in ("gpl", "emo", "openmoji", "fluent-emoji", "nope"):
         with pytest.raises(SourceLayoutError, match=refused):
             choose_sets(infos, (refused,))
 

@@ -7,7 +7,9 @@ start, holding one set in memory at a time.
 
 A set is used when its licence is permissive (:data:`PERMISSIVE_LICENCES`, from
 ``collections.json``'s SPDX id), its category is not one of :data:`EXCLUDED_CATEGORIES`
-(emoji, handled by ``crossmodal data emoji``; logos and programming, named by brand), and its
+(emoji, handled by ``crossmodal data emoji``; logos and programming, named by brand), it is
+no emoji set filed under another category (:data:`EMOJI_PREFIXES`, or "emoji" in the
+prefix: fluent-emoji's 3D set is filed as multicolour UI), and its
 prefix is not held out (:data:`HELD_OUT_PREFIXES`: OpenMoji, the default model's held-out
 evaluation style, is excluded by name whatever its category says).
 """
@@ -26,6 +28,7 @@ from crossmodal.data.emoji.iconify import IconSet, icon_set_from_json
 from crossmodal.data.emoji.sources import SourceLayoutError, SourcePackage
 
 __all__ = [
+    "EMOJI_PREFIXES",
     "EXCLUDED_CATEGORIES",
     "HELD_OUT_PREFIXES",
     "ICONIFY_JSON",
@@ -60,6 +63,9 @@ EXCLUDED_CATEGORIES = frozenset({"Emoji", "Logos", "Programming", "Flags"})
 
 HELD_OUT_PREFIXES = frozenset({"openmoji"})
 """Sets never used for training, whatever their licence or category."""
+
+EMOJI_PREFIXES = frozenset({"twemoji", "noto", "noto-v1", "fxemoji", "emojione", "openmoji"})
+"""Emoji sets, whatever category they are filed under (so is any prefix with "emoji")."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ def choose_sets(sets: dict[str, SetInfo], wanted: tuple[str, ...] = ()) -> list[
         if info.license in PERMISSIVE_LICENCES
         and info.category not in EXCLUDED_CATEGORIES
         and not any(held in prefix for held in HELD_OUT_PREFIXES)
+        and "emoji" not in prefix
+        and prefix not in EMOJI_PREFIXES
     )
     if not wanted:
         return usable
