@@ -346,3 +346,46 @@ def test_rerank_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[st
         main(["search", image, "--db", str(db), "--rerank", "3", "--reranker", str(weights)]) == 1
     )
     assert "give one text" in capsys.readouterr().err
+
+
+def test_an_index_refuses_vectors_of_other_weights_under_the_same_name(tmp_path: Path) -> None:
+    """A spec names a model, not its weights: replaced weights must not meet stale vectors."""
+    import torch
+
+    from crossmodal.errors import ConfigError
+    from crossmodal.models.registry import create_model
+    from crossmodal.models.weights import save_weights
+
+    weights = tmp_path / "w.safetensors"
+    torch.manual_seed(0)
+    save_weights(create_model("test-tiny"), weights)
+    spec = f"native:test-tiny@{weights}"
+    gallery = _gallery(tmp_path / "g")
+    with Index.open(tmp_path / "db", IndexConfig(model=spec)) as index:
+        index.add([gallery])
+        recorded = index.store.get_meta("weights")
+        assert recorded and recorded.startswith(f"{weights.stat().st_size}:")
+        assert index.search("red circle", k=1)
+    torch.manual_seed(1)
+    save_weights(create_model("test-tiny"), weights)  # new weights, the same name and file
+    with Index.open(tmp_path / "db") as index, pytest.raises(ConfigError, match="other weights"):
+        index.search("red circle", k=1)
+    torch.manual_seed(0)
+    save_weights(create_model("test-tiny"), weights)  # the original weights are accepted again
+    with Index.open(tmp_path / "db") as index:
+        assert index.search("red circle", k=1)
+
+
+def test_weights_fingerprint_samples_large_files(tmp_path: Path) -> None:
+    from crossmodal.encoders.fingerprint import file_fingerprint, weights_fingerprint
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, 5 << 20, dtype=np.uint8)  # 5 MiB: sampled, not read whole
+    (tmp_path / "a.bin").write_bytes(big.tobytes())
+    (tmp_path / "b.bin").write_bytes(big.tobytes())
+    assert file_fingerprint(tmp_path / "a.bin") == file_fingerprint(tmp_path / "b.bin")
+    big[-10] ^= 1  # in the last MiB, which is always read
+    (tmp_path / "b.bin").write_bytes(big.tobytes())
+    assert file_fingerprint(tmp_path / "a.bin") != file_fingerprint(tmp_path / "b.bin")
+    assert weights_fingerprint("native:emoji-mini")  # the bundled file
+    assert weights_fingerprint("openclip:ViT-B-32/laion2b_s34b_b79k") == ""  # not here

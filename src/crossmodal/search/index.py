@@ -89,6 +89,7 @@ class Index:
         self._encoder: Encoder | None = None
         self._vectors = DerivedVectors(store, *vector_backend(store, config))
         self._bank: QueryBank | None = None
+        self._weights: str | None = None  # fingerprint of the model's weights, when read
 
     @classmethod
     def open(
@@ -127,6 +128,7 @@ class Index:
         if self._encoder is None:
             from crossmodal.encoders import load_encoder
 
+            self._check_weights()
             self._encoder = load_encoder(self.model)
             dim = self.store.get_meta("dim")
             if dim is not None and int(dim) != self._encoder.dim:
@@ -135,6 +137,30 @@ class Index:
                     f"{self.model!r} makes {self._encoder.dim}"
                 )
         return self._encoder
+
+    def weights(self) -> str:
+        """The fingerprint of the weights this index's model loads now ("" when unknown)."""
+        if self._weights is None:
+            from crossmodal.encoders.fingerprint import weights_fingerprint
+
+            self._weights = weights_fingerprint(self.model)
+        return self._weights
+
+    def _check_weights(self) -> None:
+        """Refuse to mix vectors of other weights under the same model name.
+
+        Raises:
+            ConfigError: The index recorded other weights than the model loads now (the
+                package's bundled weights changed, or the ``@file`` was replaced).
+        """
+        recorded = self.store.get_meta("weights")
+        if recorded and self.weights() and recorded != self.weights():
+            raise ConfigError(
+                f"{self.directory}: its vectors were made by other weights of {self.model!r} "
+                f"than it loads now (recorded {recorded}, now {self.weights()}; a new release's "
+                "bundled weights, or a replaced weights file): remove the index folder and "
+                "index again, or index into another --db"
+            )
 
     # ------------------------------------------------------------------ indexing
 
@@ -255,6 +281,9 @@ class Index:
             with self.store.transaction():
                 self.store.set_meta("model", self.model)
                 self.store.set_meta("dim", str(self.encoder.dim))
+        if self.store.get_meta("weights") is None and self.weights():
+            with self.store.transaction():  # an older index learns its weights here
+                self.store.set_meta("weights", self.weights())
 
     def _index_files(
         self,
@@ -368,7 +397,9 @@ class Index:
         """The query bank's vectors for this index's model (kept in the index directory)."""
         if self._bank is None:
             embedder = self._embedder()
-            self._bank = QueryBank(embedder.embed_texts, self.model, self.directory)
+            self._bank = QueryBank(
+                embedder.embed_texts, f"{self.model}\0{self.weights()}", self.directory
+            )
         return self._bank
 
     def more_like(self, path: str | os.PathLike[str], k: int = 10) -> list[Hit]:
