@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from crossmodal.cli.train import fresh_config
 from crossmodal.data.sources import open_source
 from crossmodal.encoders.native import NativeEncoder
 from crossmodal.encoders.runtime import cpu_has_fast_bf16
@@ -30,6 +29,7 @@ from crossmodal.models.clip import CLIP
 from crossmodal.models.config import CLIPConfig
 from crossmodal.models.weights import read_config
 from crossmodal.train.checkpoint import load_checkpoint_state
+from crossmodal.train.start import fresh_config
 
 
 def step_hours(metrics: Path, batch: int) -> dict[int, float]:
