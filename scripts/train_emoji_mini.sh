@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default model, emoji-mini, from scratch on a CPU (about 75 min of
-# training on 2 cores with AVX512-BF16: 8,000 steps on the ten training styles, then two
+# training on 2 cores with AVX512-BF16: 8,000 steps on nine emoji styles, then two
 # 600-step colour-faithful phases), evaluate it on the held-out OpenMoji styles, and (with
 # --install) copy the weights into the package. README, The default model.
 #
