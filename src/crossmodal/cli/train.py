@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crossmodal.cli.classify import add_classify_arguments, run_classify
+from crossmodal.cli.prior import add_prior_arguments, run_prior
 from crossmodal.cli.rerank import add_rerank_arguments, run_rerank
 from crossmodal.errors import CheckpointError, ConfigError
 from crossmodal.train.start import build_model
@@ -80,14 +81,17 @@ def _add_train_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--task",
-        choices=("contrastive", "classify", "rerank"),
+        choices=("contrastive", "classify", "rerank", "prior"),
         default="contrastive",
         help="contrastive: train the dual encoder (default); classify: train a multimodal "
         "classifier head (image + text -> label) with cross-entropy on frozen features; "
-        "rerank: a re-ranker for `crossmodal search --rerank N` (a memory of the data)",
+        "rerank: a re-ranker for `crossmodal search --rerank N` (a memory of the data); "
+        "prior: teach the text tower a sentence-embedding teacher's sense of words (image "
+        "tower locked)",
     )
     add_classify_arguments(p)
     add_rerank_arguments(p)
+    add_prior_arguments(p)
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
     p.add_argument(
         "--tokenizer",
@@ -259,6 +263,8 @@ def run(args: argparse.Namespace) -> int:
     """Build the job, train, save the weights, optionally evaluate, print a summary."""
     if args.task == "rerank":
         return run_rerank(args)
+    if args.task == "prior":
+        return run_prior(args)
     args.batch_size = args.batch_size or BATCH_SIZE
     args.lr = args.lr or LR
     if args.task == "classify":
