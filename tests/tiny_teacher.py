@@ -10,7 +10,12 @@ from pathlib import Path
 def save_tiny_teacher(folder: Path, words: Iterable[str], seed: int = 0) -> Path:
     """A SentenceTransformer saved in ``folder`` whose tokenizer knows ``words``."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models  # type: ignore[no-redef]
     from transformers import BertConfig, BertModel, BertTokenizer
 
     bert = folder / "bert"
@@ -29,7 +34,8 @@ def save_tiny_teacher(folder: Path, words: Iterable[str], seed: int = 0) -> Path
     BertModel(config).save_pretrained(bert)
     BertTokenizer(str(bert / "vocab.txt")).save_pretrained(bert)
     word = models.Transformer(str(bert), max_seq_length=32)
-    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    dim = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension
+    pooling = models.Pooling(dim(), pooling_mode="mean")
     teacher = folder / "teacher"
     SentenceTransformer(modules=[word, pooling], device="cpu").save(str(teacher))
     return teacher

@@ -32,11 +32,14 @@ from crossmodal.errors import CheckpointError, ConfigError
 from crossmodal.train.start import build_model
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from crossmodal.models.clip import CLIP
     from crossmodal.train.config import TrainConfig
     from crossmodal.train.data_order import BatchFactory
     from crossmodal.train.dataset import CaptionPairDataset
     from crossmodal.train.loop import TrainResult
+    from crossmodal.train.objective import Objective
 
 _MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # datasets that take on_missing (manifests)
 
@@ -112,6 +115,14 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
     p.add_argument("--unlocked-blocks", type=int, default=0, help="last N blocks stay trainable")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps per checkpoint")
+    p.add_argument(
+        "--distill-teacher",
+        help="distil a sentence-transformers teacher (all-MiniLM-L6-v2) into the text tower "
+        "while training contrastively (a language prior; crossmodal[prior])",
+    )
+    p.add_argument(
+        "--distill-weight", type=float, default=1.0, help="weight of the teacher term (1.0)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument(
         "--engine",
@@ -195,6 +206,8 @@ class TrainJob:
     dataset: CaptionPairDataset  # the training pairs
     data: BatchFactory  # per-epoch loader factory
     config: TrainConfig  # the typed training config
+    objective: Objective  # contrastive, or contrastive with a teacher distilled in
+    trained: nn.Module  # what the loop trains: the model, or it with a teacher projection
 
 
 def build_job(args: argparse.Namespace) -> TrainJob:
@@ -206,6 +219,7 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         TrainAugment,
         build_pair_loader_factory,
     )
+    from crossmodal.train.objective import build_objective
     from crossmodal.train.rng import seed_everything
 
     no_length = args.steps is None and args.epochs is None
@@ -246,17 +260,39 @@ def build_job(args: argparse.Namespace) -> TrainJob:
             line_art=args.line_art,
         )
     )
+    samples = list(source)
+    table, rows = _teacher_table(args, samples) if args.distill_teacher else (None, None)
     dataset = CaptionPairDataset(
-        source,
+        samples,
         build_preprocess(model.config),
         build_tokenizer(model.config),
         augment,
         seed=args.seed,
+        teacher_rows=rows,
     )
+    dataset.skipped[:0] = list(getattr(source, "skipped", []))
     data = build_pair_loader_factory(
         dataset, config.batch_size, num_workers=args.workers, sampler=args.sampler
     )
-    return TrainJob(model=model, dataset=dataset, data=data, config=config)
+    if table is None:
+        return TrainJob(model, dataset, data, config, build_objective("contrastive"), model)
+    import torch
+
+    from crossmodal.train.distill import DistilledCLIP, DistillObjective
+
+    distilled = DistilledCLIP(model, table.shape[1])
+    objective = DistillObjective(torch.from_numpy(table), args.distill_weight)
+    return TrainJob(model, dataset, data, config, objective, distilled)
+
+
+def _teacher_table(args: argparse.Namespace, samples: list[Any]) -> tuple[Any, dict[str, int]]:
+    """The teacher's vectors of every English caption, and each caption's row."""
+    from crossmodal.cli.prior import _teach
+    from crossmodal.train.prior.concepts import is_english
+
+    texts = sorted({c for s in samples for c in s.captions if is_english(c)})
+    table = _teach(args.distill_teacher, texts, Path(args.out) / "teacher.npz")
+    return table, {t: i for i, t in enumerate(texts)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -276,14 +312,11 @@ def run(args: argparse.Namespace) -> int:
     from crossmodal.models.weights import save_weights
     from crossmodal.train import distributed
     from crossmodal.train.loop import train
-    from crossmodal.train.objective import build_objective
 
     # Under torchrun every rank trains; only rank 0 saves, evaluates and prints.
     with distributed.process_group(args.device):
         job = build_job(args)
-        result = train(
-            job.model, build_objective("contrastive"), job.data, job.config, resume=args.resume
-        )
+        result = train(job.trained, job.objective, job.data, job.config, resume=args.resume)
         main = distributed.is_main()
     if not main:
         return 0
