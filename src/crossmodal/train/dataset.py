@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -86,6 +86,7 @@ class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
         seed: int = 0,
         scan_workers: int = 4,
         cache: bool | None = None,
+        teacher_rows: Mapping[str, int] | None = None,
     ) -> None:
         """Collect the captioned samples and pre-scan their images.
 
@@ -99,6 +100,10 @@ class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
             cache: Keep the scanned images (as model-size uint8 squares) and the captions'
                 token ids in memory, so items need no decoding; ``None`` caches when they
                 fit in :data:`CACHE_BYTES`.
+            teacher_rows: English text → row of a teacher's vector table (distillation,
+                :class:`~crossmodal.train.distill.DistillObjective`): items then carry
+                ``teacher``, the row of their caption, or for a caption in another language
+                the row of its sample's first English caption (-1: none).
 
         Raises:
             InputError: No sample has both a caption and a decodable image.
@@ -131,6 +136,11 @@ class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
             )
         if self.cached:
             self._ids = [self._tokenize(sample.captions) for sample in self.samples]
+        self._teacher = (
+            None
+            if teacher_rows is None
+            else [caption_teacher_rows(s.captions, teacher_rows) for s in self.samples]
+        )
 
     def _tokenize(self, captions: Sequence[str]) -> npt.NDArray[np.int64]:
         return self.tokenizer(list(captions)).ids.astype(np.int64)
@@ -211,11 +221,14 @@ class CaptionPairDataset(torch.utils.data.Dataset[TrainItem]):
                     continue
                 square = self.preprocess.square(image)
                 ids = self._tokenize([sample.captions[choice]])[0]
-            return {
+            item = {
                 "image": torch.from_numpy(np.array(square)),
                 "ids": torch.from_numpy(np.array(ids, dtype=np.int64)),
                 "aug": torch.from_numpy(draw_params(self.augment, rng)),
             }
+            if self._teacher is not None:
+                item["teacher"] = torch.tensor(int(self._teacher[at][choice]))
+            return item
         raise InputError("no image of the dataset decodes any more")
 
     def concepts(self) -> list[list[int]]:
@@ -251,7 +264,18 @@ class PairCollate:
         images = torch.stack([item["image"] for item in items])
         params = torch.stack([item["aug"] for item in items])
         pixels = apply_batch(images, params, self.size, self.mean, self.std, BACKGROUND)
-        return {"pixels": pixels, "ids": torch.stack([item["ids"] for item in items])}
+        batch = {"pixels": pixels, "ids": torch.stack([item["ids"] for item in items])}
+        if "teacher" in items[0]:
+            batch["teacher"] = torch.stack([item["teacher"] for item in items])
+        return batch
+
+
+def caption_teacher_rows(captions: Sequence[str], rows: Mapping[str, int]) -> npt.NDArray[np.int64]:
+    """Each caption's teacher row: its own (English), else the first English caption's."""
+    from crossmodal.train.prior.concepts import is_english
+
+    first = next((rows.get(c, -1) for c in captions if is_english(c)), -1)
+    return np.array([rows.get(c, -1) if is_english(c) else first for c in captions], np.int64)
 
 
 def build_pair_loader_factory(

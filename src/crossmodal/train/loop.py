@@ -194,7 +194,9 @@ def train(
     start = time.perf_counter()
     resume_step = pos.step if resumed is not None else None
     main = distributed.is_main()
-    with MetricsLog(metrics_path, resume_step=resume_step) if main else nullcontext() as rows:
+    extra = tuple(getattr(objective, "metric_columns", ()))  # the objective's own terms
+    log_file = MetricsLog(metrics_path, resume_step, extra) if main else nullcontext()
+    with log_file as rows:
         run.metrics = rows
         _run_epochs(run, data, pos)
     seconds = time.perf_counter() - start
@@ -362,6 +364,7 @@ def _optimizer_step(run: _Run, micro: list[Batch], pos: _Position) -> None:
         "logit_scale": out.metrics.get("logit_scale", math.nan),
         "samples_per_s": samples / seconds if seconds > 0 else math.nan,
     }
+    row.update({k: v for k, v in out.metrics.items() if k not in row})
     if run.metrics is not None:
         run.metrics.write(row)
     if pos.step % run.config.log_every == 0 or pos.step == run.total_steps:

@@ -85,7 +85,8 @@ class ClipLoss(nn.Module):
 
 
 class CrossEntropyLoss(nn.Module):
-    """Cross-entropy of classifier logits (B, C) against integer labels (B,), in fp32."""
+    """Cross-entropy of classifier logits (B, C), in fp32, against integer labels (B,) or
+    class probabilities (B, C) (soft targets: a teacher's distribution, distillation)."""
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -93,11 +94,15 @@ class CrossEntropyLoss(nn.Module):
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Mean cross-entropy over the batch."""
-        if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        soft = labels.ndim == 2 and labels.shape == logits.shape
+        if logits.ndim != 2 or not (soft or labels.shape == logits.shape[:1]):
             raise InputError(
-                f"logits {tuple(logits.shape)} must be (B, C) and labels {tuple(labels.shape)} (B,)"
+                f"logits {tuple(logits.shape)} must be (B, C) and labels {tuple(labels.shape)} "
+                "(B,) class indices or (B, C) class probabilities"
             )
-        if labels.dtype.is_floating_point:
-            raise InputError(f"labels must be integer class indices, got {labels.dtype}")
-        loss: Tensor = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        if soft != labels.dtype.is_floating_point:
+            kind = "class probabilities must be floats" if soft else "class indices must be ints"
+            raise InputError(f"labels {tuple(labels.shape)} of {labels.dtype}: {kind}")
+        target = labels.float() if soft else labels
+        loss: Tensor = F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
         return loss

@@ -137,7 +137,7 @@ class ClassificationObjective:
         loss: CrossEntropyLoss | None = None,
     ) -> None:
         self.input_key = input_key  # batch entry passed to the model; None: the whole batch
-        self.label_key = label_key  # batch entry holding integer class labels (B,)
+        self.label_key = label_key  # batch entry: class labels (B,) or probabilities (B, C)
         self.loss = loss if loss is not None else CrossEntropyLoss()
 
     def training_step(self, model: nn.Module, batch: Batch) -> StepOutput:
@@ -147,7 +147,8 @@ class ClassificationObjective:
         logits = model(batch if self.input_key is None else batch[self.input_key])
         labels = batch[self.label_key]
         loss = self.loss(logits, labels)
-        accuracy = (logits.detach().argmax(dim=-1) == labels).float().mean()
+        wanted = labels.argmax(dim=-1) if labels.ndim == 2 else labels  # soft: the likeliest
+        accuracy = (logits.detach().argmax(dim=-1) == wanted).float().mean()
         return StepOutput(loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)})
 
     def backward_step(

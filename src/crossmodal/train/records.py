@@ -41,29 +41,36 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, float]]:
 class MetricsLog:
     """Appends one CSV row per optimizer step to ``path``, flushed line by line.
 
-    A fresh run starts the file over. A resumed run (``resume_step`` set) first drops the
-    rows after the step it resumes from (the killed run may have logged past its last
-    checkpoint), rewriting the file atomically, then appends.
+    ``extra`` names columns after the common ones (an objective's own terms, e.g.
+    ``distill``). A fresh run starts the file over. A resumed run (``resume_step`` set)
+    first drops the rows after the step it resumes from (the killed run may have logged past
+    its last checkpoint), rewriting the file atomically, then appends.
     """
 
-    def __init__(self, path: str | os.PathLike[str], resume_step: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        resume_step: int | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.path = Path(path)  # the CSV file
+        self.columns = METRIC_COLUMNS + tuple(c for c in extra if c not in METRIC_COLUMNS)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept: list[dict[str, float]] = []
         if resume_step is not None and self.path.is_file():
             kept = [r for r in read_metrics(self.path) if r.get("step", math.inf) <= resume_step]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(METRIC_COLUMNS)
+        writer.writerow(self.columns)
         for row in kept:
-            writer.writerow(_cells(row))
+            writer.writerow(_cells(row, self.columns))
         atomic_write_text(self.path, buffer.getvalue())
         self._file: TextIO = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115
         self._writer = csv.writer(self._file, lineterminator="\n")
 
     def write(self, row: Mapping[str, float]) -> None:
         """Append one row (missing or NaN columns stay empty) and flush it."""
-        self._writer.writerow(_cells(row))
+        self._writer.writerow(_cells(row, self.columns))
         self._file.flush()
 
     def close(self) -> None:
@@ -82,9 +89,9 @@ class MetricsLog:
         self.close()
 
 
-def _cells(row: Mapping[str, float]) -> list[str]:
+def _cells(row: Mapping[str, float], columns: tuple[str, ...] = METRIC_COLUMNS) -> list[str]:
     cells = []
-    for column in METRIC_COLUMNS:
+    for column in columns:
         value = row.get(column)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             cells.append("")
