@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crossmodal.cli.classify import add_classify_arguments, run_classify
-from crossmodal.cli.prior import add_prior_arguments, run_prior
 from crossmodal.cli.rerank import add_rerank_arguments, run_rerank
 from crossmodal.errors import CheckpointError, ConfigError
 from crossmodal.train.start import build_model
@@ -84,17 +83,14 @@ def _add_train_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--task",
-        choices=("contrastive", "classify", "rerank", "prior"),
+        choices=("contrastive", "classify", "rerank"),
         default="contrastive",
         help="contrastive: train the dual encoder (default); classify: train a multimodal "
         "classifier head (image + text -> label) with cross-entropy on frozen features; "
-        "rerank: a re-ranker for `crossmodal search --rerank N` (a memory of the data); "
-        "prior: teach the text tower a sentence-embedding teacher's sense of words (image "
-        "tower locked)",
+        "rerank: a re-ranker for `crossmodal search --rerank N` (a memory of the data)",
     )
     add_classify_arguments(p)
     add_rerank_arguments(p)
-    add_prior_arguments(p)
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder")
     p.add_argument(
         "--tokenizer",
@@ -322,16 +318,19 @@ def _teacher_table(
     import numpy as np
     import torch
 
-    from crossmodal.cli.prior import _cedict_pairs, _teach
-    from crossmodal.train.prior import read_vocabulary
-    from crossmodal.train.prior.concepts import is_english
+    from crossmodal.train.prior import (
+        cached_teacher_vectors,
+        cedict_pairs,
+        is_english,
+        read_vocabulary,
+    )
 
     pairs = [pair for path in args.distill_vocab for pair in read_vocabulary(path)]
     if args.distill_glossary == "cedict":
-        pairs += _cedict_pairs()
+        pairs += cedict_pairs()
     captions = {c for s in samples for c in s.captions if is_english(c)}
     texts = sorted(captions | {teacher for _, teacher in pairs})
-    table = _teach(args.distill_teacher, texts, Path(args.out) / "teacher.npz")
+    table = cached_teacher_vectors(args.distill_teacher, texts, Path(args.out) / "teacher.npz")
     rows = {t: i for i, t in enumerate(texts)}
     if not pairs:
         return table, rows, None
@@ -343,8 +342,6 @@ def run(args: argparse.Namespace) -> int:
     """Build the job, train, save the weights, optionally evaluate, print a summary."""
     if args.task == "rerank":
         return run_rerank(args)
-    if args.task == "prior":
-        return run_prior(args)
     args.batch_size = args.batch_size or BATCH_SIZE
     args.lr = args.lr or LR
     if args.task == "classify":

