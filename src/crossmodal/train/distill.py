@@ -114,10 +114,8 @@ class DistillObjective(ContrastiveObjective):
         micro_batches: Sequence[Batch],
         forward_context: ForwardContext = nullcontext,
     ) -> StepOutput:
-        """One micro-batch per step (accumulation is not supported with distillation)."""
+        """One micro-batch per step: the parent's cached-feature accumulation would leave the
+        teacher term out, so accumulation is refused."""
         if len(micro_batches) != 1:
             raise ConfigError("distillation trains with accum_steps=1; raise --batch-size")
-        with forward_context():
-            step = self.training_step(model, micro_batches[0])
-        torch.autograd.backward(step.loss)
-        return StepOutput(step.loss.detach(), step.metrics)
+        return super().backward_step(model, micro_batches, forward_context)
