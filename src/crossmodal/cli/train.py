@@ -129,6 +129,41 @@ def _add_train_parser(sub: Any) -> None:
         "--ray-gpus", type=float, default=0.0, help="with --engine ray: GPUs per worker (0)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of weights, order, augmentation")
+    _add_augment_arguments(p)
+    p.add_argument("--eval-data", help="captioned dataset for a retrieval eval at the end")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
+    p.add_argument(
+        "--sampler",
+        choices=("image", "concept"),
+        default="image",
+        help="what an epoch visits once: each image (default), or each concept: images with "
+        "the same captions (one emoji in several styles), one of them drawn at random, so "
+        "no two meet in a batch as false negatives",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(run=run)
+
+
+BATCH_SIZE = 128  # --batch-size of the contrastive and classify tasks
+LR = 5e-4  # --lr of the contrastive and classify tasks
+
+
+@dataclass
+class TrainJob:
+    """Everything ``train`` needs, built from the command line."""
+
+    model: CLIP  # the model to train (fresh or loaded weights)
+    dataset: CaptionPairDataset  # the training pairs
+    data: BatchFactory  # per-epoch loader factory
+    config: TrainConfig  # the typed training config
+    objective: Objective  # contrastive, or contrastive with a teacher distilled in
+    trained: nn.Module  # what the loop trains: the model, or it with a teacher projection
+
+
+def _add_augment_arguments(p: argparse.ArgumentParser) -> None:
+    """The training augmentation: crop, rotation, and the style augmentations for drawings."""
     p.add_argument("--no-augment", action="store_true", help="no random crop or rotation")
     p.add_argument(
         "--crop-scale",
@@ -168,36 +203,6 @@ def _add_train_parser(sub: Any) -> None:
         default="fp32",
         help="precision of the final model.safetensors (bf16 halves it; checkpoints stay fp32)",
     )
-    p.add_argument("--eval-data", help="captioned dataset for a retrieval eval at the end")
-    p.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
-    p.add_argument(
-        "--sampler",
-        choices=("image", "concept"),
-        default="image",
-        help="what an epoch visits once: each image (default), or each concept: images with "
-        "the same captions (one emoji in several styles), one of them drawn at random, so "
-        "no two meet in a batch as false negatives",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", default="auto", help="auto, fp32, bf16")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(run=run)
-
-
-BATCH_SIZE = 128  # --batch-size of the contrastive and classify tasks
-LR = 5e-4  # --lr of the contrastive and classify tasks
-
-
-@dataclass
-class TrainJob:
-    """Everything ``train`` needs, built from the command line."""
-
-    model: CLIP  # the model to train (fresh or loaded weights)
-    dataset: CaptionPairDataset  # the training pairs
-    data: BatchFactory  # per-epoch loader factory
-    config: TrainConfig  # the typed training config
-    objective: Objective  # contrastive, or contrastive with a teacher distilled in
-    trained: nn.Module  # what the loop trains: the model, or it with a teacher projection
 
 
 def _add_distill_arguments(p: argparse.ArgumentParser) -> None:
