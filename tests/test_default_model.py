@@ -96,7 +96,7 @@ def test_training_emoji_mini_starts_from_the_shipped_weights() -> None:
     import torch
     from safetensors.torch import load_file
 
-    from crossmodal.cli.train import build_model
+    from crossmodal.train.start import build_model
 
     path = bundled_weights("emoji-mini")
     assert path is not None
@@ -110,10 +110,10 @@ def test_training_emoji_mini_starts_from_the_shipped_weights() -> None:
 def test_random_emoji_mini_is_the_shipped_architecture_with_fresh_weights() -> None:
     import torch
 
-    from crossmodal.cli.train import build_model
     from crossmodal.errors import ConfigError
     from crossmodal.models.registry import get_model_config
     from crossmodal.models.weights import read_config
+    from crossmodal.train.start import build_model
 
     path = bundled_weights("emoji-mini")
     assert path is not None

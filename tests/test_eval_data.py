@@ -19,6 +19,7 @@ from crossmodal.data.sources import (
     Sample,
     WebDatasetSource,
     expand_shards,
+    open_dataset,
     open_source,
 )
 from crossmodal.errors import ConfigError, ImageDecodeError, InputError
@@ -384,6 +385,21 @@ def test_open_source_picks_the_source_from_the_path(
         open_source(images["red"])
     with pytest.raises(ConfigError, match="on_missing"):
         open_source(tmp_path / "folder", on_missing="skip")
+
+
+def test_open_dataset_skips_missing_rows_unless_strict_and_columns_need_a_manifest(
+    tmp_path: Path, images: dict[str, Path]
+) -> None:
+    make_class_folders(tmp_path / "folder", per_class=1)
+    path = write_csv(tmp_path / "m.csv", "file,text\nimg/red.png,red\nimg/gone.png,gone\n")
+    source = open_dataset(path, image_column="file", caption_column="text")
+    assert [s.captions for s in source] == [("red",)]
+    assert [s.source for s in source.skipped] == [f"{path}:row 3"]
+    with pytest.raises(InputError, match=r"m\.csv:row 3: image file not found"):
+        open_dataset(path, strict=True, image_column="file", caption_column="text")
+    assert isinstance(open_dataset(tmp_path / "folder"), FolderSource)
+    with pytest.raises(ConfigError, match=r"folder: label_column only apply to a \.csv"):
+        open_dataset(tmp_path / "folder", label_column="kind")
 
 
 def test_sample_is_a_frozen_record() -> None:

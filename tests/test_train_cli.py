@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from crossmodal.cli.main import build_parser, main
-from crossmodal.cli.train import build_job
+from crossmodal.cli.train import job_spec
 from crossmodal.data.images import load_image
 from crossmodal.data.sources import open_source
 from crossmodal.encoders import load_encoder
@@ -34,6 +34,7 @@ from crossmodal.train.dataset import (
     TrainAugment,
     build_pair_loader_factory,
 )
+from crossmodal.train.job import build_job
 from crossmodal.train.objective import build_objective
 
 COLOURS = {
@@ -144,7 +145,7 @@ def test_resume_after_interruption_is_bitwise_equal(
         _args(manifest, stopped, "--steps", "6", "--checkpoint-every", "1")
     )
     assert isinstance(args, argparse.Namespace)
-    job = build_job(args)
+    job = build_job(job_spec(args))
     with pytest.raises(_InterruptedError):
         data = _interrupt_after(job.data, batches=3)  # dies fetching the 4th batch
         train(job.model, build_objective("contrastive"), data, job.config)
@@ -217,9 +218,9 @@ def test_cached_and_decoding_datasets_make_the_same_batches(manifest: Path) -> N
 
 
 def test_fresh_model_takes_a_trained_tokenizer(tmp_path: Path) -> None:
-    from crossmodal.cli.train import build_model
     from crossmodal.errors import ConfigError as _ConfigError
     from crossmodal.text.trained import train_tokenizer
+    from crossmodal.train.start import build_model
 
     captions = ["a red circle", "a blue square", "一个红色的圆", "蓝色的方块", "red", "蓝色"] * 3
     tokenizer = train_tokenizer(captions, vocab_size=300, out_path=tmp_path / "tok.json")

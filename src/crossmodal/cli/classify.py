@@ -23,7 +23,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from crossmodal.heads.task import LabelledFeatures
@@ -53,17 +53,6 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-column", help="manifest column of image paths (default image)")
     g.add_argument("--text-column", help="manifest column of the text (default caption)")
     g.add_argument("--label-column", help="manifest column of the class (default label)")
-
-
-def _source(path: str, args: argparse.Namespace) -> Any:
-    from crossmodal.cli.train import _open_dataset
-
-    columns = {
-        "image_column": args.image_column,
-        "caption_column": args.text_column,
-        "label_column": args.label_column,
-    }
-    return _open_dataset(path, **{k: v for k, v in columns.items() if v is not None})
 
 
 def _is_extraction(path: str) -> bool:
@@ -99,9 +88,11 @@ def _check_extraction(folder: str, encoder_spec: str, head: str) -> None:
 
 def run_classify(args: argparse.Namespace) -> int:
     """Featurize, train, save, evaluate, print a summary."""
+    from crossmodal.cli.columns import open_with_columns
     from crossmodal.encoders import DEFAULT_MODEL
     from crossmodal.heads.features import load_clip
     from crossmodal.heads.task import (
+        classifier_eval_record,
         evaluate_classifier,
         features_from_extraction,
         featurize,
@@ -124,7 +115,7 @@ def run_classify(args: argparse.Namespace) -> int:
         if _is_extraction(path):
             return features_from_extraction(path, classes)
         assert encoder is not None
-        return featurize(encoder, _source(path, args), classes=classes, progress=progress)
+        return featurize(encoder, open_with_columns(path, args), classes=classes, progress=progress)
 
     data = labelled(args.data)
     no_length = args.steps is None and args.epochs is None
@@ -161,28 +152,7 @@ def run_classify(args: argparse.Namespace) -> int:
     if args.eval_data:
         test = labelled(args.eval_data, data.classes)
         report = evaluate_classifier(head, test)
-        out = {
-            "head": args.head,
-            "encoder": encoder_spec,
-            "samples": len(test),
-            "skipped": len(test.skipped),
-            "accuracy": report.accuracy,
-            "balanced_accuracy": report.balanced_accuracy,
-            "macro_precision": report.macro_precision,
-            "macro_recall": report.macro_recall,
-            "macro_f1": report.macro_f1,
-            "per_class": {
-                name: {"precision": float(p), "recall": float(r), "f1": float(f), "n": int(n)}
-                for name, p, r, f, n in zip(
-                    report.class_names,
-                    report.precision,
-                    report.recall,
-                    report.f1,
-                    report.support,
-                    strict=True,
-                )
-            },
-        }
+        out = classifier_eval_record(args.head, encoder_spec, test, report)
         eval_path = Path(args.out) / "eval.json"
         eval_path.write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
         print(

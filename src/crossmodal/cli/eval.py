@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from crossmodal.errors import ConfigError
 
 if TYPE_CHECKING:
-    from crossmodal.data.sources import DataSource
     from crossmodal.eval.results import RetrievalResult, ZeroShotResult
 
 _TASKS = {
@@ -27,7 +26,6 @@ _TASKS = {
     "retrieval": "text-to-image and image-to-text retrieval over a captioned dataset (a "
     "manifest with a caption column, or WebDataset shards with .txt / json captions)",
 }  # task → help
-_MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # datasets that take on_missing (manifests)
 
 
 def add_parser(sub: Any) -> None:
@@ -138,6 +136,7 @@ def run_queries_task(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Open the dataset, load the model, evaluate, write the report, print a summary."""
+    from crossmodal.data.sources import is_manifest, open_dataset
     from crossmodal.encoders import load_encoder
     from crossmodal.eval.report import write_report
     from crossmodal.eval.runner import EvalConfig, run_retrieval, run_zeroshot
@@ -155,7 +154,11 @@ def run(args: argparse.Namespace) -> int:
         for c in ("image", "caption", "label")
         if getattr(args, f"{c}_column")
     }
-    source = _open_dataset(args.data, args.strict, columns)  # before the model: fail fast on a typo
+    if columns and not is_manifest(args.data):
+        flags = ", ".join("--" + k.replace("_", "-") for k in columns)
+        raise ConfigError(f"{flags} only apply to a .csv / .tsv / .jsonl manifest, not {args.data}")
+    # before the model: fail fast on a typo
+    source = open_dataset(args.data, strict=args.strict, **columns)
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)
     out = args.out if args.out is not None else Path("eval-out") / args.task
     result: ZeroShotResult | RetrievalResult
@@ -165,44 +168,6 @@ def run(args: argparse.Namespace) -> int:
         result = run_retrieval(encoder, source, config, model_name=args.model)
         result = replace(result, extra={**result.extra, "language": args.language})
     page = write_report(result, out)
-    print(_summary(result))
+    print(result.summary())
     print(f"report: {page}  (numbers: {page.with_name('results.json')})")
     return 0
-
-
-def _open_dataset(path: str, strict: bool, columns: dict[str, str]) -> DataSource:
-    """The dataset at ``path``; a manifest row naming a missing image is skipped unless strict.
-
-    ``columns`` names manifest columns; for any other kind of dataset it is an error.
-    """
-    from crossmodal.data.sources import open_source
-
-    if Path(path).suffix.lower() in _MANIFEST_SUFFIXES:
-        return open_source(path, on_missing="raise" if strict else "skip", **columns)
-    if columns:
-        flags = ", ".join("--" + k.replace("_", "-") for k in columns)
-        raise ConfigError(f"{flags} only apply to a .csv / .tsv / .jsonl manifest, not {path}")
-    return open_source(path)
-
-
-def _summary(result: ZeroShotResult | RetrievalResult) -> str:
-    """Two lines: the key metrics, then what was evaluated."""
-    from crossmodal.eval.results import ZeroShotResult
-
-    skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
-    if isinstance(result, ZeroShotResult):
-        m = result.to_dict()["metrics"]
-        acc5 = "n/a" if m["acc5"] is None else f"{m['acc5']:.4f}"
-        return (
-            f"zero-shot: acc1 {m['acc1']:.4f}  acc5 {acc5}  mean per-class recall "
-            f"{m['mean_per_class_recall']:.4f}  macro F1 {m['macro']['f1']:.4f}\n"
-            f"{len(result.y_true)} images, {len(result.report.class_names)} classes"
-            f"{skipped}, {result.seconds:.1f}s"
-        )
-    r = result.report
-    t2i = "  ".join(f"R@{k} {r.recall('text_to_image', k):.4f}" for k in r.ks)
-    i2t = "  ".join(f"R@{k} {r.recall('image_to_text', k):.4f}" for k in r.ks)
-    return (
-        f"text->image: {t2i}\nimage->text: {i2t}\n"
-        f"{result.n_images} images, {result.n_texts} texts{skipped}, {result.seconds:.1f}s"
-    )

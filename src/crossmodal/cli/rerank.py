@@ -20,9 +20,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 __all__ = ["add_rerank_arguments", "run_rerank"]
 
@@ -49,29 +46,19 @@ def add_rerank_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _embedded(embedder: Any, source: Any) -> tuple[Any, list[Any], int]:
-    """(vectors, the samples they belong to, how many were skipped)."""
-    import torch
-
-    samples = list(source)
-    result = embedder.embed_images([s.image for s in samples])
-    kept = [samples[int(i)] for i in result.indices]
-    return torch.from_numpy(result.vectors), kept, len(samples) - len(kept)
-
-
 def run_rerank(args: argparse.Namespace) -> int:
     """Embed, build the memory, train, save, evaluate, print a summary."""
     import torch
 
-    from crossmodal.cli.classify import _source
+    from crossmodal.cli.columns import open_with_columns
     from crossmodal.encoders import DEFAULT_MODEL, load_encoder
     from crossmodal.encoders.embedder import EmbedConfig, Embedder
     from crossmodal.errors import InputError
     from crossmodal.heads.rerank import save_reranker
+    from crossmodal.heads.rerank_eval import embed_samples, evaluate_reranker
     from crossmodal.heads.rerank_train import (
         RerankTrainConfig,
         build_memory,
-        rerank_ranks,
         train_reranker,
     )
     from crossmodal.heads.timeline import model_scale
@@ -85,7 +72,7 @@ def run_rerank(args: argparse.Namespace) -> int:
     def embed_texts(texts: list[str]) -> torch.Tensor:
         return torch.from_numpy(embedder.embed_texts(texts))
 
-    pictures, samples, skipped = _embedded(embedder, _source(args.data, args))
+    pictures, samples, skipped = embed_samples(embedder, open_with_columns(args.data, args))
     if not samples:
         raise InputError(f"{args.data}: no picture could be read; nothing to remember")
     memory = build_memory(
@@ -117,26 +104,9 @@ def run_rerank(args: argparse.Namespace) -> int:
         f"re-ranker: {path} (crossmodal search QUERY --rerank 20 --reranker {path})"
     )
     if args.eval_data:
-        from crossmodal.cli.train import _open_dataset
-
-        columns = {"image_column": args.image_column, "caption_column": args.text_column}
-        source = _open_dataset(args.eval_data, **{k: v for k, v in columns.items() if v})
-        gallery, test, bad = _embedded(embedder, source)
-        queries = embed_texts([s.captions[0] if s.captions else "" for s in test])
-        with torch.inference_mode():
-            base, new = rerank_ranks(
-                reranker, queries, gallery, torch.arange(len(test)), args.rerank_top
-            )
-        report = {"queries": len(test), "skipped": bad, "top_n": args.rerank_top}
-        for k in (1, 5, 10):
-            report[f"R@{k}"] = float(np.mean(base < k))
-            report[f"reranked R@{k}"] = float(np.mean(new < k))
+        source = open_with_columns(args.eval_data, args, label=False)
+        report = evaluate_reranker(reranker, embedder, source, args.rerank_top)
         eval_path = Path(args.out) / "eval.json"
-        eval_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        print(
-            f"eval on {len(test)} captions ({bad} skipped): R@1 {report['R@1']:.4f} -> "
-            f"{report['reranked R@1']:.4f}, R@5 {report['R@5']:.4f} -> "
-            f"{report['reranked R@5']:.4f}, R@10 {report['R@10']:.4f} -> "
-            f"{report['reranked R@10']:.4f}; {eval_path}"
-        )
+        eval_path.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+        print(f"{report.summary()}; {eval_path}")
     return 0

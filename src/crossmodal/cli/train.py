@@ -21,27 +21,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crossmodal.cli.classify import add_classify_arguments, run_classify
 from crossmodal.cli.rerank import add_rerank_arguments, run_rerank
 from crossmodal.errors import CheckpointError, ConfigError
-from crossmodal.train.start import build_model
 
 if TYPE_CHECKING:
-    from torch import nn
-
-    from crossmodal.models.clip import CLIP
-    from crossmodal.train.config import TrainConfig
-    from crossmodal.train.data_order import BatchFactory
-    from crossmodal.train.dataset import CaptionPairDataset, TrainAugment
+    from crossmodal.train.augment import TrainAugment
+    from crossmodal.train.job import JobSpec, TrainJob
     from crossmodal.train.loop import TrainResult
-    from crossmodal.train.objective import Objective
-
-_MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # datasets that take on_missing (manifests)
 
 
 def add_parser(sub: Any) -> None:
@@ -150,18 +140,6 @@ BATCH_SIZE = 128  # --batch-size of the contrastive and classify tasks
 LR = 5e-4  # --lr of the contrastive and classify tasks
 
 
-@dataclass
-class TrainJob:
-    """Everything ``train`` needs, built from the command line."""
-
-    model: CLIP  # the model to train (fresh or loaded weights)
-    dataset: CaptionPairDataset  # the training pairs
-    data: BatchFactory  # per-epoch loader factory
-    config: TrainConfig  # the typed training config
-    objective: Objective  # contrastive, or contrastive with a teacher distilled in
-    trained: nn.Module  # what the loop trains: the model, or it with a teacher projection
-
-
 def _add_augment_arguments(p: argparse.ArgumentParser) -> None:
     """The training augmentation: crop, rotation, and the style augmentations for drawings."""
     p.add_argument("--no-augment", action="store_true", help="no random crop or rotation")
@@ -237,16 +215,10 @@ def _add_distill_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_job(args: argparse.Namespace) -> TrainJob:
-    """Turn ``train``'s arguments into a model, a dataset, a data factory and a config."""
-    from crossmodal.encoders.native import build_preprocess, build_tokenizer
+def job_spec(args: argparse.Namespace) -> JobSpec:
+    """``train``'s command line as a typed :class:`~crossmodal.train.job.JobSpec`."""
     from crossmodal.train.config import TrainConfig
-    from crossmodal.train.dataset import (
-        CaptionPairDataset,
-        build_pair_loader_factory,
-    )
-    from crossmodal.train.objective import build_objective
-    from crossmodal.train.rng import seed_everything
+    from crossmodal.train.job import DistillSpec, JobSpec
 
     no_length = args.steps is None and args.epochs is None
     config = TrainConfig(
@@ -270,45 +242,32 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         out_dir=str(args.out),
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    source = _open_dataset(args.data)  # before the model: fail fast on a typo
-    seed_everything(args.seed)  # a fresh model's initial weights follow --seed
-    model = build_model(args.model, args.tokenizer, init=args.init)
-    augment = _augment(args)
-    tokenizer = build_tokenizer(model.config)
-    table, rows, vocab = (
-        _teacher_table(args, source, tokenizer) if args.distill_teacher else (None, None, None)
+    distill = (
+        DistillSpec(
+            args.distill_teacher,
+            weight=args.distill_weight,
+            vocab=tuple(args.distill_vocab),
+            glossary=args.distill_glossary,
+            vocab_batch=args.distill_vocab_batch,
+        )
+        if args.distill_teacher
+        else None
     )
-    dataset = CaptionPairDataset(
-        source,
-        build_preprocess(model.config),
-        tokenizer,
-        augment,
-        seed=args.seed,
-        teacher_rows=rows,
+    return JobSpec(
+        data=args.data,
+        config=config,
+        init=args.init,
+        tokenizer=args.tokenizer,
+        augment=_augment(args),
+        sampler=args.sampler,
+        workers=args.workers,
+        distill=distill,
     )
-    data = build_pair_loader_factory(
-        dataset, config.batch_size, num_workers=args.workers, sampler=args.sampler
-    )
-    if table is None:
-        return TrainJob(model, dataset, data, config, build_objective("contrastive"), model)
-    import torch
-
-    from crossmodal.train.distill import DistilledCLIP, DistillObjective
-
-    distilled = DistilledCLIP(model, table.shape[1])
-    objective = DistillObjective(
-        torch.from_numpy(table),
-        args.distill_weight,
-        vocabulary=vocab,
-        vocab_batch=args.distill_vocab_batch,
-        seed=args.seed,
-    )
-    return TrainJob(model, dataset, data, config, objective, distilled)
 
 
 def _augment(args: argparse.Namespace) -> TrainAugment:
     """The training augmentation the command line asks for."""
-    from crossmodal.train.dataset import TrainAugment
+    from crossmodal.train.augment import TrainAugment
 
     return (
         TrainAugment.off()
@@ -325,34 +284,6 @@ def _augment(args: argparse.Namespace) -> TrainAugment:
     )
 
 
-def _teacher_table(
-    args: argparse.Namespace, samples: Iterable[Any], tokenizer: Any
-) -> tuple[Any, dict[str, int], Any]:
-    """The teacher's vectors of every English caption and vocabulary text, each caption's
-    row, and the vocabulary as (token ids, rows) (None without --distill-vocab/-glossary)."""
-    import numpy as np
-    import torch
-
-    from crossmodal.train.prior import (
-        cached_teacher_vectors,
-        cedict_pairs,
-        is_english,
-        read_vocabulary,
-    )
-
-    pairs = [pair for path in args.distill_vocab for pair in read_vocabulary(path)]
-    if args.distill_glossary == "cedict":
-        pairs += cedict_pairs()
-    captions = {c for s in samples for c in s.captions if is_english(c)}
-    texts = sorted(captions | {teacher for _, teacher in pairs})
-    table = cached_teacher_vectors(args.distill_teacher, texts, Path(args.out) / "teacher.npz")
-    rows = {t: i for i, t in enumerate(texts)}
-    if not pairs:
-        return table, rows, None
-    ids = torch.from_numpy(np.asarray(tokenizer([t for t, _ in pairs]).ids, dtype=np.int64))
-    return table, rows, (ids, torch.tensor([rows[teacher] for _, teacher in pairs]))
-
-
 def run(args: argparse.Namespace) -> int:
     """Build the job, train, save the weights, optionally evaluate, print a summary."""
     if args.task == "rerank":
@@ -367,11 +298,12 @@ def run(args: argparse.Namespace) -> int:
         return _run_on_ray(args)
     from crossmodal.models.weights import save_weights
     from crossmodal.train import distributed
+    from crossmodal.train.job import build_job
     from crossmodal.train.loop import train
 
     # Under torchrun every rank trains; only rank 0 saves, evaluates and prints.
     with distributed.process_group(args.device):
-        job = build_job(args)
+        job = build_job(job_spec(args))
         result = train(job.trained, job.objective, job.data, job.config, resume=args.resume)
         main = distributed.is_main()
     if not main:
@@ -390,6 +322,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_on_ray(args: argparse.Namespace) -> int:
     """The same command on Ray Train workers (:mod:`crossmodal.train.ray_launch`)."""
+    from crossmodal.cli.main import main
     from crossmodal.train.ray_launch import RayTrainConfig, launch_on_ray
 
     argv = getattr(args, "argv", None)
@@ -401,7 +334,7 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         cpus_per_worker=args.ray_cpus,
         gpus_per_worker=args.ray_gpus,
     )
-    launch_on_ray([*argv, "--engine", "local"], Path(args.out), config)
+    launch_on_ray(main, [*argv, "--engine", "local"], Path(args.out), config)
     print(f"trained on {config.workers} Ray worker(s); outputs in {args.out}")
     return 0
 
@@ -421,24 +354,15 @@ def _summary(job: TrainJob, result: TrainResult, weights: Path) -> str:
 
 def _evaluate(weights: Path, data: str, out: Path, device: str) -> str:
     """Retrieval on ``data`` with the trained weights; write the report into ``out``."""
-    from crossmodal.cli.eval import _summary as eval_summary
+    from crossmodal.data.sources import open_dataset
     from crossmodal.encoders import load_encoder
     from crossmodal.eval.report import write_report
     from crossmodal.eval.runner import EvalConfig, run_retrieval
 
     encoder = load_encoder(f"native:@{weights}", device=device)
-    result = run_retrieval(encoder, _open_dataset(data), EvalConfig(), model_name=str(weights))
+    result = run_retrieval(encoder, open_dataset(data), EvalConfig(), model_name=str(weights))
     page = write_report(result, out)
-    return f"{eval_summary(result)}\neval report: {page}"
-
-
-def _open_dataset(path: str, **options: Any) -> Any:
-    """The dataset at ``path``; a manifest row naming a missing image is skipped."""
-    from crossmodal.data.sources import open_source
-
-    if Path(path).suffix.lower() in _MANIFEST_SUFFIXES:
-        options["on_missing"] = "skip"
-    return open_source(path, **options)
+    return f"{result.summary()}\neval report: {page}"
 
 
 def run_wise_ft(args: argparse.Namespace) -> int:

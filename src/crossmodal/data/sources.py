@@ -35,7 +35,10 @@ __all__ = [
     "ManifestSource",
     "Sample",
     "WebDatasetSource",
+    "MANIFEST_SUFFIXES",
     "expand_shards",
+    "is_manifest",
+    "open_dataset",
     "open_source",
 ]
 
@@ -137,7 +140,12 @@ class ImageTreeSource:
 
 # ------------------------------------------------------------------------------ manifests
 
-_MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # files opened as a ManifestSource
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")  # files opened as a ManifestSource
+
+
+def is_manifest(path: PathLike) -> bool:
+    """Whether ``path`` names a manifest (``.csv`` / ``.tsv`` / ``.jsonl``) by its suffix."""
+    return Path(os.fspath(path)).suffix.lower() in MANIFEST_SUFFIXES
 
 
 def open_source(path: PathLike, *, tree: Any = False, **options: Any) -> DataSource:
@@ -154,7 +162,7 @@ def open_source(path: PathLike, *, tree: Any = False, **options: Any) -> DataSou
         ConfigError: An option that the chosen source does not take.
     """
     text = os.fspath(path)
-    if is_url(text) and Path(text).suffix.lower() in _MANIFEST_SUFFIXES:
+    if is_url(text) and Path(text).suffix.lower() in MANIFEST_SUFFIXES:
         raise InputError(
             f"{text}: manifests are read from local files; copy it here (WebDataset .tar "
             "shards, by contrast, are streamed from URLs)"
@@ -162,7 +170,7 @@ def open_source(path: PathLike, *, tree: Any = False, **options: Any) -> DataSou
     kind: type[FolderSource] | type[ImageTreeSource] | type[ManifestSource] | type[WebDatasetSource]
     if os.path.isdir(text):
         kind = ImageTreeSource if tree else FolderSource
-    elif Path(text).suffix.lower() in _MANIFEST_SUFFIXES:
+    elif Path(text).suffix.lower() in MANIFEST_SUFFIXES:
         kind = ManifestSource
     elif all(p.lower().endswith(".tar") for p in _expand_braces(text)):
         kind = WebDatasetSource
@@ -178,3 +186,24 @@ def open_source(path: PathLike, *, tree: Any = False, **options: Any) -> DataSou
     except TypeError as exc:
         raise ConfigError(f"{kind.__name__} for {text}: {exc}") from None
     return kind(text, **options)
+
+
+def open_dataset(path: PathLike, *, strict: bool = False, **columns: str) -> DataSource:
+    """A dataset to train or evaluate on: :func:`open_source` with a manifest's missing images
+    skipped (each recorded in ``skipped``) unless ``strict``.
+
+    ``columns`` (``image_column``, ``caption_column``, ``label_column``) name a manifest's
+    columns; for any other kind of dataset they are an error.
+
+    Raises:
+        InputError: As :func:`open_source`.
+        ConfigError: ``columns`` given for a dataset that is not a manifest.
+    """
+    if is_manifest(path):
+        return open_source(path, on_missing="raise" if strict else "skip", **columns)
+    if columns:
+        raise ConfigError(
+            f"{os.fspath(path)}: {', '.join(sorted(columns))} only apply to a .csv / .tsv / "
+            ".jsonl manifest; drop them or pass a manifest"
+        )
+    return open_source(path)

@@ -65,6 +65,18 @@ class ZeroShotResult:
             "metrics": metrics,
         }
 
+    def summary(self) -> str:
+        """Two lines: the key metrics, then what was evaluated."""
+        m = self.to_dict()["metrics"]
+        acc5 = "n/a" if m["acc5"] is None else f"{m['acc5']:.4f}"
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
+        return (
+            f"zero-shot: acc1 {m['acc1']:.4f}  acc5 {acc5}  mean per-class recall "
+            f"{m['mean_per_class_recall']:.4f}  macro F1 {m['macro']['f1']:.4f}\n"
+            f"{len(self.y_true)} images, {len(self.report.class_names)} classes"
+            f"{skipped}, {self.seconds:.1f}s"
+        )
+
 
 @dataclass(frozen=True)
 class RetrievalExample:
@@ -105,3 +117,14 @@ class RetrievalResult:
             **self.extra,
             "metrics": self.report.to_dict(),
         }
+
+    def summary(self) -> str:
+        """Two lines of Recall@K (text→image, image→text), then what was evaluated."""
+        r = self.report
+        t2i = "  ".join(f"R@{k} {r.recall('text_to_image', k):.4f}" for k in r.ks)
+        i2t = "  ".join(f"R@{k} {r.recall('image_to_text', k):.4f}" for k in r.ks)
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
+        return (
+            f"text->image: {t2i}\nimage->text: {i2t}\n"
+            f"{self.n_images} images, {self.n_texts} texts{skipped}, {self.seconds:.1f}s"
+        )

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ _META_KEY = "crossmodal.head"  # safetensors metadata key of a classifier head
 
 __all__ = [
     "LabelledFeatures",
+    "classifier_eval_record",
     "evaluate_classifier",
     "featurize",
     "features_from_extraction",
@@ -250,6 +252,35 @@ def evaluate_classifier(
     y_pred = predict(model, data).argmax(dim=-1).numpy()
     y_true = data.labels.numpy()
     return classification_report(y_true, y_pred.astype(np.int64), len(data.classes), data.classes)
+
+
+def classifier_eval_record(
+    kind: str, encoder: str, data: LabelledFeatures, report: ClassificationReport
+) -> dict[str, Any]:
+    """``eval.json`` of a trained head: what was evaluated, the averages and each class's
+    precision, recall, F1 and support ``n`` (plain JSON types)."""
+    return {
+        "head": kind,
+        "encoder": encoder,
+        "samples": len(data),
+        "skipped": len(data.skipped),
+        "accuracy": report.accuracy,
+        "balanced_accuracy": report.balanced_accuracy,
+        "macro_precision": report.macro_precision,
+        "macro_recall": report.macro_recall,
+        "macro_f1": report.macro_f1,
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "n": int(n)}
+            for name, p, r, f, n in zip(
+                report.class_names,
+                report.precision,
+                report.recall,
+                report.f1,
+                report.support,
+                strict=True,
+            )
+        },
+    }
 
 
 def save_classifier(

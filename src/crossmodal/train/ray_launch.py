@@ -12,6 +12,7 @@ must be a path every worker can write (a shared file system on a multi-node clus
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,18 +37,20 @@ class RayTrainConfig:
 
 
 def _worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: the command line, in the driver's directory."""
+    """One Ray Train worker: the entry point on the command line, in the driver's directory."""
     os.chdir(config["cwd"])
-    from crossmodal.cli.main import main
-
-    code = main(config["argv"])
+    code = config["entry"](config["argv"])
     if code != 0:
         raise CrossmodalError(f"crossmodal {' '.join(config['argv'])} exited with {code}")
 
 
-def launch_on_ray(argv: list[str], out: Path, config: RayTrainConfig) -> None:
-    """Run ``crossmodal ARGV`` (a ``train`` command, ``--engine local``) on ``config.workers``
-    Ray Train workers; Ray's own run records go to ``OUT/ray-train``.
+def launch_on_ray(
+    entry: Callable[[list[str]], int], argv: list[str], out: Path, config: RayTrainConfig
+) -> None:
+    """Run ``entry(argv)`` (crossmodal's ``main`` with a ``train`` command, ``--engine
+    local``) on ``config.workers`` Ray Train workers; Ray's own run records go to
+    ``OUT/ray-train``. ``entry`` must pickle by reference (a module-level function): each
+    worker imports it.
 
     Raises:
         BackendUnavailableError: Ray is not installed (``crossmodal[scale]``).
@@ -64,7 +67,7 @@ def launch_on_ray(argv: list[str], out: Path, config: RayTrainConfig) -> None:
         resources["GPU"] = config.gpus_per_worker
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"argv": argv, "cwd": os.getcwd()},
+        train_loop_config={"entry": entry, "argv": argv, "cwd": os.getcwd()},
         scaling_config=ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.gpus_per_worker > 0,
