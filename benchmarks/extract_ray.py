@@ -21,10 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crossmodal.data.extract import ExtractConfig, extract_features
-from crossmodal.data.extract_ray import RayConfig, SourceSpec, extract_features_ray, start_ray
 from crossmodal.data.sources import open_source
 from crossmodal.encoders import load_encoder
+from crossmodal.prep.extract import ExtractConfig, extract_features
+from crossmodal.scale.extract import SourceSpec, extract_features_ray
+from crossmodal.scale.ray import RayConfig, start_ray
 from tests.planted import COLOURS, shape_image
 
 MODEL = "native:emoji-mini"

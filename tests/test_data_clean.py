@@ -15,7 +15,9 @@ import pytest
 
 import crossmodal
 from crossmodal.cli.main import main
-from crossmodal.data.cleaning import (
+from crossmodal.data.sources import open_source
+from crossmodal.errors import ConfigError
+from crossmodal.prep.cleaning import (
     RULES,
     CaptionRules,
     CleanConfig,
@@ -24,16 +26,14 @@ from crossmodal.data.cleaning import (
     detect_language,
     repair_text,
 )
-from crossmodal.data.cleaning.captions import check_caption
-from crossmodal.data.cleaning.duplicates import (
+from crossmodal.prep.cleaning.captions import check_caption
+from crossmodal.prep.cleaning.duplicates import (
     exact_duplicate_groups,
     group_pairs,
     near_duplicate_pairs,
     pick_representatives,
 )
-from crossmodal.data.cleaning.images import check_image
-from crossmodal.data.sources import open_source
-from crossmodal.errors import ConfigError
+from crossmodal.prep.cleaning.images import check_image
 from tests.browser import open_page as _open
 from tests.planted import PlantedCorpus, make_planted_corpus
 
@@ -160,7 +160,7 @@ def test_a_model_rule_needs_a_model(corpus: PlantedCorpus) -> None:
 
 def _run(
     corpus: PlantedCorpus, encoder: crossmodal.Encoder
-) -> crossmodal.data.cleaning.CleanResult:
+) -> crossmodal.prep.cleaning.CleanResult:
     source = open_source(corpus.manifest, on_missing="skip")
     captions = CaptionRules(languages=("en", "zh"))
     return clean(source, CleanConfig(captions=captions, min_similarity=AGREEMENT), encoder)

@@ -15,10 +15,10 @@ import pytest
 
 import crossmodal
 from crossmodal.cli.main import main
-from crossmodal.data.extract import ExtractConfig, extract_features, read_feature_shards
 from crossmodal.data.sources import open_source
 from crossmodal.encoders.embedder import Embedder
 from crossmodal.errors import ConfigError
+from crossmodal.prep.extract import ExtractConfig, extract_features, read_feature_shards
 from tests.planted import COLOURS, shape_image
 
 pytest.importorskip("pyarrow")

@@ -16,21 +16,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crossmodal.data.extract import (
+from crossmodal.data.sources import open_source
+from crossmodal.encoders import load_encoder
+from crossmodal.encoders.base import Encoder
+from crossmodal.prep.extract import (
     ExtractConfig,
     ExtractReport,
     extract_features,
     read_feature_shards,
 )
-from crossmodal.data.sources import open_source
-from crossmodal.encoders import load_encoder
-from crossmodal.encoders.base import Encoder
 from tests.planted import COLOURS, shape_image
 
 ray = pytest.importorskip("ray", reason="pip install 'crossmodal[scale]'")
 pytest.importorskip("ray.data")
 
-from crossmodal.data.extract_ray import RayConfig, SourceSpec, extract_features_ray  # noqa: E402
+from crossmodal.scale.extract import SourceSpec, extract_features_ray  # noqa: E402
+from crossmodal.scale.ray import RayConfig  # noqa: E402
 
 
 def _folder(root: Path, n: int, size: int) -> Path:

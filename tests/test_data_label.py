@@ -12,9 +12,9 @@ from PIL import Image
 
 import crossmodal
 from crossmodal.cli.main import main
-from crossmodal.data.labeling import LabelConfig, auto_label, read_classes
 from crossmodal.data.sources import open_source
 from crossmodal.errors import ConfigError, InputError
+from crossmodal.prep.labeling import LabelConfig, auto_label, read_classes
 from tests.browser import open_page as _open
 from tests.planted import COLOURS, shape_image
 

@@ -58,7 +58,7 @@ def test_the_moments_of_a_video_are_where_its_picture_is(tmp_path: Path) -> None
 
 
 def _frame_vectors(encoder: object, video: Path) -> np.ndarray:
-    from crossmodal.search.video import VideoSampling, sample_frames
+    from crossmodal.data.video import VideoSampling, sample_frames
 
     frames = [f.image for f in sample_frames(video, VideoSampling(every=0.5))]
     return Embedder(encoder).embed_images(frames).vectors  # type: ignore[arg-type]

@@ -19,9 +19,9 @@ from crossmodal.search.relevance import (
     QueryBank,
     bank_relevance,
     bank_texts,
-    query_language,
     sample_relevance,
 )
+from crossmodal.text.language import query_language
 from tests.planted import COLOURS, THREE_SHAPES, shape_gallery, shape_image
 
 ABSENT = ["pizza", "airplane", "dog", "a cat", "披萨"]  # nothing in a gallery of shapes

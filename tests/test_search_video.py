@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossmodal.errors import BackendUnavailableError, ConfigError, ImageDecodeError
-from crossmodal.search.video import (
+from crossmodal.data.video import (
     Frame,
     VideoSampling,
     frame_at,
     sample_frames,
     video_duration,
 )
+from crossmodal.errors import BackendUnavailableError, ConfigError, ImageDecodeError
 
 av = pytest.importorskip("av")
 if "mpeg4" not in av.codecs_available:

@@ -1,4 +1,4 @@
-"""File discovery for search (crossmodal.search.walk) and load_image on bad files."""
+"""File discovery for search (crossmodal.data.walk) and load_image on bad files."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from crossmodal.data.images import load_image
-from crossmodal.errors import ConfigError, ImageDecodeError, InputError
-from crossmodal.search.walk import (
+from crossmodal.data.walk import (
     FoundFile,
     WalkConfig,
     WalkProblem,
@@ -21,6 +20,7 @@ from crossmodal.search.walk import (
     content_hash,
     walk,
 )
+from crossmodal.errors import ConfigError, ImageDecodeError, InputError
 from tests.badfiles import EXPECTED_PIXELS, NOT_REGULAR_FILES, make_bad_folder, restore_permissions
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads files whatever their mode

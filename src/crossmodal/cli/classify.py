@@ -57,21 +57,21 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
 
 def _is_extraction(path: str) -> bool:
     """Whether ``path`` is a ``crossmodal data extract`` folder (features, not images)."""
-    from crossmodal.data.extract import STATE_NAME
+    from crossmodal.prep.extract import STATE_NAME
 
     return (Path(path) / STATE_NAME).is_file()
 
 
 def _extraction_model(folders: list[str]) -> str | None:
-    from crossmodal.data.extract import read_state
+    from crossmodal.prep.extract import read_state
 
     return str(read_state(folders[0])["model"]) if folders else None
 
 
 def _check_extraction(folder: str, encoder_spec: str, head: str) -> None:
     """The features of ``folder`` fit the head: same encoder, no patch tokens needed."""
-    from crossmodal.data.extract import read_state
     from crossmodal.errors import ConfigError
+    from crossmodal.prep.extract import read_state
 
     model = read_state(folder)["model"]
     if model != encoder_spec:

@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
     """Embed and write."""
     import numpy as np
 
-    from crossmodal.data.embedding_files import EmbeddedItem, write_embeddings
     from crossmodal.data.files import find_images
     from crossmodal.encoders import load_encoder
     from crossmodal.encoders.embedder import EmbedConfig, Embedder
+    from crossmodal.prep.embedding_files import EmbeddedItem, write_embeddings
 
     texts = list(args.text)
     if args.texts_file is not None:

@@ -1,7 +1,7 @@
 """``crossmodal data clean`` and ``crossmodal data label``: prepare a dataset of one's own.
 
-Argument parsing and printing only; the work is in :mod:`crossmodal.data.cleaning` and
-:mod:`crossmodal.data.labeling`.
+Argument parsing and printing only; the work is in :mod:`crossmodal.prep.cleaning` and
+:mod:`crossmodal.prep.labeling`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _add_run_options(p: argparse.ArgumentParser, batch_size: int) -> None:
 
 def add_clean(commands: Any) -> None:
     """Register ``data clean``."""
-    from crossmodal.data.cleaning.captions import LANGUAGES
+    from crossmodal.prep.cleaning.captions import LANGUAGES
 
     p = commands.add_parser(
         "clean",
@@ -175,7 +175,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def ray_config(args: argparse.Namespace) -> Any:
     """The :class:`RayConfig` the engine arguments ask for."""
-    from crossmodal.data.extract_ray import RayConfig
+    from crossmodal.scale.ray import RayConfig
 
     return RayConfig(address=args.ray_address, actors=args.ray_actors, num_gpus=args.ray_gpus)
 
@@ -211,9 +211,9 @@ def add_extract(commands: Any) -> None:
 
 def run_extract(args: argparse.Namespace) -> int:
     """Extract features and print the shards written and the throughput."""
-    from crossmodal.data.extract import ExtractConfig, extract_features
     from crossmodal.data.sources import open_source
     from crossmodal.encoders import load_encoder
+    from crossmodal.prep.extract import ExtractConfig, extract_features
 
     config = ExtractConfig(
         shard_size=args.shard_size,
@@ -226,7 +226,7 @@ def run_extract(args: argparse.Namespace) -> int:
     )
     options = {"tree": True, **_manifest_options(args)}
     if args.engine == "ray":
-        from crossmodal.data.extract_ray import SourceSpec, extract_features_ray
+        from crossmodal.scale.extract import SourceSpec, extract_features_ray
 
         ray = ray_config(args)
         spec = SourceSpec(os.path.abspath(args.source), options)
@@ -256,7 +256,9 @@ def run_clean(args: argparse.Namespace) -> int:
     """Clean a dataset and print what each rule did."""
     import time
 
-    from crossmodal.data.cleaning import (
+    from crossmodal.data.sources import open_source
+    from crossmodal.encoders import load_encoder
+    from crossmodal.prep.cleaning import (
         RULES,
         CaptionRules,
         CleanConfig,
@@ -264,8 +266,6 @@ def run_clean(args: argparse.Namespace) -> int:
         clean,
         write_clean_outputs,
     )
-    from crossmodal.data.sources import open_source
-    from crossmodal.encoders import load_encoder
 
     started = time.perf_counter()
     near = None if args.no_model or args.near_duplicate > 1.0 else args.near_duplicate
@@ -325,11 +325,11 @@ def run_label(args: argparse.Namespace) -> int:
     """Auto-label a dataset and print the counts and the accuracy when it is known."""
     import time
 
-    from crossmodal.data.label_outputs import write_label_outputs
-    from crossmodal.data.labeling import LabelConfig, auto_label, read_classes
     from crossmodal.data.sources import open_source
     from crossmodal.encoders import load_encoder
     from crossmodal.eval.zeroshot import TEMPLATES
+    from crossmodal.prep.label_outputs import write_label_outputs
+    from crossmodal.prep.labeling import LabelConfig, auto_label, read_classes
 
     started = time.perf_counter()
     classes = read_classes(args.classes)

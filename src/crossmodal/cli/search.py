@@ -134,7 +134,7 @@ def add_parser(sub: Any) -> None:
 
 def _load_features(folders: list[Path], model: str) -> dict[str, Any]:
     """Image vectors by content hash from extraction folders (none: an empty mapping)."""
-    from crossmodal.data.extract import load_image_features
+    from crossmodal.prep.extract import load_image_features
 
     features: dict[str, Any] = {}
     for folder in folders:
@@ -147,8 +147,8 @@ def _ray_features(args: argparse.Namespace, index: Any) -> list[Path]:
     in the index directory; the index then takes their vectors instead of embedding."""
     import hashlib
 
-    from crossmodal.data.extract import ExtractConfig
-    from crossmodal.data.extract_ray import SourceSpec, extract_features_ray
+    from crossmodal.prep.extract import ExtractConfig
+    from crossmodal.scale.extract import SourceSpec, extract_features_ray
     from crossmodal.search.entries import is_manifest
 
     config = ExtractConfig(shard_size=1000, texts=False, batch_size=args.batch_size)
@@ -171,9 +171,9 @@ def _ray_features(args: argparse.Namespace, index: Any) -> list[Path]:
 
 def run_index(args: argparse.Namespace) -> int:
     """Index the paths, or print the problem report."""
+    from crossmodal.data.video import VideoSampling
+    from crossmodal.data.walk import WalkConfig
     from crossmodal.search.index import Index, IndexConfig
-    from crossmodal.search.video import VideoSampling
-    from crossmodal.search.walk import WalkConfig
 
     db = args.db or default_db()
     if (args.milvus_uri or args.milvus_collection) and args.backend != "milvus":

@@ -321,9 +321,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:
-    """The same command on Ray Train workers (:mod:`crossmodal.train.ray_launch`)."""
+    """The same command on Ray Train workers (:mod:`crossmodal.scale.train`)."""
     from crossmodal.cli.main import main
-    from crossmodal.train.ray_launch import RayTrainConfig, launch_on_ray
+    from crossmodal.scale.train import RayTrainConfig, launch_on_ray
 
     argv = getattr(args, "argv", None)
     if argv is None:

@@ -141,7 +141,7 @@ def query_heatmap(
             f"heat maps need a native model's patch tokens; {encoder.spec} is not one"
         )
     if time is not None:
-        from crossmodal.search.video import frame_at
+        from crossmodal.data.video import frame_at
 
         image = frame_at(str(image), time).image
     model = encoder.model.float()

@@ -66,7 +66,7 @@ def memory_captions(captions: Sequence[str]) -> list[str]:
     label in each language is what a query looks like, and one key per language keeps the
     memory small.
     """
-    from crossmodal.search.relevance import query_language
+    from crossmodal.text.language import query_language
 
     first: dict[str, str] = {}
     for caption in captions:

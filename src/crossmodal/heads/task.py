@@ -148,7 +148,7 @@ def features_from_extraction(
     Raises:
         InputError: Not an extraction folder, or no row has a label and a caption.
     """
-    from crossmodal.data.extract import read_feature_shards
+    from crossmodal.prep.extract import read_feature_shards
 
     known = None if classes is None else set(classes)
     skipped: list[Skipped] = []

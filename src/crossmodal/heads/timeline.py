@@ -1,6 +1,6 @@
 """The moments of a video that match a text: cross-modal attention over its frames.
 
-The frames ``i_1 … i_F`` of a video (sampled with :mod:`crossmodal.search.video`) are the set
+The frames ``i_1 … i_F`` of a video (sampled with :mod:`crossmodal.data.video`) are the set
 the text attends over, with the design's bilinear attention and ``W = s·I``::
 
     α_j = exp(s · h_t(t)ᵀ h_i(i_j)) / Σ_k exp(s · h_t(t)ᵀ h_i(i_k))
@@ -87,8 +87,8 @@ def video_moments(
         ImageDecodeError: The video cannot be read (the message names it).
         BackendUnavailableError: PyAV is not installed.
     """
+    from crossmodal.data.video import VideoSampling, sample_frames
     from crossmodal.encoders.embedder import Embedder
-    from crossmodal.search.video import VideoSampling, sample_frames
 
     frames = list(sample_frames(video, VideoSampling(every=every)))
     embedder = Embedder(encoder)

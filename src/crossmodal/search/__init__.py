@@ -9,9 +9,9 @@
 Modules: ``index`` (the :class:`Index`: incremental indexing and search), ``results``
 (config, filter, hits, report), ``entries`` (what to index), ``store`` (SQLite,
 the source of truth), ``vectors`` (exact and FAISS vector indexes), ``sync`` (keeping
-them in step with the database), ``walk`` (finding files), ``video`` (frame sampling),
-``query`` (the query language), ``page`` (the HTML page of hits), ``lock`` (one writer)
-and ``demo`` (``crossmodal demo``).
+them in step with the database), ``query`` (the query language), ``page`` (the HTML page
+of hits), ``lock`` (one writer) and ``demo`` (``crossmodal demo``). Finding files and
+sampling video frames are media I/O: :mod:`crossmodal.data.walk`, :mod:`crossmodal.data.video`.
 """
 
 from __future__ import annotations

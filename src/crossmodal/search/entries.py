@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from crossmodal.data.walk import WalkConfig, WalkProblem, content_hash, walk
 from crossmodal.errors import CrossmodalError
 from crossmodal.search.store import FileRecord, Problem
-from crossmodal.search.walk import WalkConfig, WalkProblem, content_hash, walk
 
 __all__ = [
     "MANIFEST_SUFFIXES",
@@ -44,7 +44,7 @@ def is_manifest(path: str) -> bool:
 def manifest_entries(manifest: str) -> Iterator[Entry | Problem]:
     """The images a manifest lists (caption: its captions joined by " / ")."""
     from crossmodal.data.manifests import ManifestSource
-    from crossmodal.search.walk import classify
+    from crossmodal.data.walk import classify
 
     source = ManifestSource(manifest, on_missing="skip")
     for skipped in source.skipped:

@@ -173,7 +173,7 @@ class Index:
         """Bring the index up to date with ``paths`` (folders, files): see the module doc.
 
         ``features`` maps file content hashes to image vectors made earlier by the index's
-        model (:func:`crossmodal.data.extract.load_image_features`): a new image whose
+        model (:func:`crossmodal.prep.extract.load_image_features`): a new image whose
         content has one is stored with it instead of being embedded again.
 
         ``should_stop`` is asked between commits; when it answers True, embedding stops there

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from crossmodal.data.video import sample_frames
 from crossmodal.errors import CrossmodalError, InputError
 from crossmodal.search.entries import Entry, hash_or_reason, problem_of, record_of
 from crossmodal.search.results import IndexConfig, IndexReport
 from crossmodal.search.store import FileRecord, Problem, Store, VectorRecord
-from crossmodal.search.video import sample_frames
 
 if TYPE_CHECKING:
     from crossmodal.encoders.embedder import Embedder

@@ -116,6 +116,6 @@ def _still(path: str) -> Image.Image:
 
 
 def _frame_at(path: str, time: float) -> Image.Image:
-    from crossmodal.search.video import frame_at
+    from crossmodal.data.video import frame_at
 
     return frame_at(path, time).image

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crossmodal.atomic import atomic_write
+from crossmodal.text.language import query_language
 
 if TYPE_CHECKING:
     from crossmodal.search.store import Store
@@ -50,7 +51,6 @@ __all__ = [
     "bank_relevance",
     "bank_texts",
     "hit_relevance",
-    "query_language",
     "sample_relevance",
 ]
 
@@ -60,13 +60,6 @@ MIN_SAMPLE = 20  # fewer stored pictures: a collection spread is not judged
 BANK_FILE = Path(__file__).resolve().parents[1] / "assets" / "query_bank.json"
 BANK_LANGUAGES = ("en", "zh")
 CACHE_NAME = "query-bank.{language}.npy"  # one file per language, made when first needed
-
-
-def query_language(texts: Sequence[str]) -> str:
-    """``"zh"`` when most letters of ``texts`` are CJK ideographs, else ``"en"``."""
-    letters = [c for text in texts for c in text if c.isalpha()]
-    cjk = sum(1 for c in letters if "\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff")
-    return "zh" if letters and cjk * 2 >= len(letters) else "en"
 
 
 @cache

@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+from crossmodal.data.video import VideoSampling
+from crossmodal.data.walk import WalkConfig
 from crossmodal.errors import ConfigError
 from crossmodal.search.relevance import WEAK_RELEVANCE
 from crossmodal.search.store import Problem
-from crossmodal.search.video import VideoSampling
-from crossmodal.search.walk import WalkConfig
 
 __all__ = ["WEAK_RELEVANCE", "Hit", "IndexConfig", "IndexReport", "SearchFilter"]
 

@@ -87,7 +87,7 @@ class Service:
         """
         side = self.settings.thumbnail_size
         if t is not None:
-            from crossmodal.search.video import frame_at
+            from crossmodal.data.video import frame_at
 
             return jpeg_bytes(frame_at(path, t).image, side)
         return jpeg_bytes(load_image(path, draft_size=side), side)

@@ -1,6 +1,6 @@
 """Feature extraction on a Ray cluster: ``crossmodal data extract --engine ray``.
 
-The same shards as :func:`~crossmodal.data.extract.extract_features` (same files, same rows,
+The same shards as :func:`~crossmodal.prep.extract.extract_features` (same files, same rows,
 same commit marks, same resume), made by a pool of Ray actors through Ray Data:
 
     shard numbers ──► Ray Data ──► actor pool (``actors`` actors, one model each,
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from crossmodal.data.extract import (
+from crossmodal.prep.extract import (
     ExtractConfig,
     ExtractReport,
     _check_state,
@@ -45,26 +45,12 @@ from crossmodal.data.extract import (
     remove_stale_temps,
     shard_plan,
 )
-from crossmodal.errors import BackendUnavailableError, ConfigError
+from crossmodal.scale.ray import RayConfig, start_ray
 
 if TYPE_CHECKING:
     from crossmodal.encoders.base import Encoder
 
-__all__ = ["RayConfig", "extract_features_ray", "start_ray"]
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    """Where the Ray job runs and how wide."""
-
-    address: str | None = None  # None: a local Ray on this machine; "auto", "ray://host:10001"
-    actors: int = 2  # model actors (one copy of the model each)
-    num_cpus: float = 1.0  # CPUs reserved per actor (its decode threads run inside)
-    num_gpus: float = 0.0  # GPUs per actor; 0 on CPU-only clusters
-
-    def __post_init__(self) -> None:
-        if self.actors < 1 or self.num_cpus <= 0 or self.num_gpus < 0:
-            raise ConfigError("RayConfig: actors ≥ 1, num_cpus > 0 and num_gpus ≥ 0")
+__all__ = ["SourceSpec", "extract_features_ray"]
 
 
 @dataclass(frozen=True)
@@ -78,26 +64,6 @@ class SourceSpec:
         from crossmodal.data.sources import open_source
 
         return open_source(self.path, **self.options)
-
-
-def start_ray(config: RayConfig) -> Any:
-    """``ray``, initialised (joined to ``config.address``, or a local instance).
-
-    Raises:
-        BackendUnavailableError: Ray is not installed (``crossmodal[scale]``).
-    """
-    try:
-        import ray
-    except ImportError as exc:
-        raise BackendUnavailableError("ray", "scale", "ray") from exc
-    if not ray.is_initialized():
-        ray.init(
-            address=config.address,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    return ray
 
 
 class _ShardWriter:

@@ -56,7 +56,7 @@ def launch_on_ray(
         BackendUnavailableError: Ray is not installed (``crossmodal[scale]``).
         CrossmodalError: A worker failed (its error is in the message).
     """
-    from crossmodal.data.extract_ray import RayConfig, start_ray
+    from crossmodal.scale.ray import RayConfig, start_ray
 
     start_ray(RayConfig(address=config.address))
     from ray.train import RunConfig, ScalingConfig

@@ -7,8 +7,8 @@ Rules run in this order; a sample leaves at the first one it fails:
 
 1. ``source``: the source itself could not read it (a manifest row whose file is missing);
 2. ``image_corrupt``, ``image_bomb``, ``image_size``, ``image_aspect``
-   (:mod:`~crossmodal.data.cleaning.images`);
-3. the caption rules (:mod:`~crossmodal.data.cleaning.captions`), per caption: a sample that
+   (:mod:`~crossmodal.prep.cleaning.images`);
+3. the caption rules (:mod:`~crossmodal.prep.cleaning.captions`), per caption: a sample that
    had captions and has none left leaves with its first caption's rule, and a sample with no
    caption at all leaves as ``caption_empty`` when the source has captions (a manifest row
    with an empty caption) unless ``require_captions=False``;
@@ -19,7 +19,7 @@ Rules run in this order; a sample leaves at the first one it fails:
    ``near_duplicate``). The largest image of a group is kept, and the captions of the copies
    that leave are added to it.
 
-Nothing here writes a file or changes the source: :mod:`~crossmodal.data.cleaning.outputs`
+Nothing here writes a file or changes the source: :mod:`~crossmodal.prep.cleaning.outputs`
 writes the results. The run is deterministic: the same source, config and model give the
 same result, whatever the number of worker threads.
 """
@@ -35,18 +35,18 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from crossmodal.data.cleaning.captions import CaptionRules, CaptionVerdict, check_caption
-from crossmodal.data.cleaning.duplicates import (
+from crossmodal.data.samples import DataSource, Sample
+from crossmodal.encoders.base import Encoder
+from crossmodal.encoders.embedder import EmbedConfig, Embedder
+from crossmodal.errors import ConfigError
+from crossmodal.prep.cleaning.captions import CaptionRules, CaptionVerdict, check_caption
+from crossmodal.prep.cleaning.duplicates import (
     exact_duplicate_groups,
     group_pairs,
     near_duplicate_pairs,
     pick_representatives,
 )
-from crossmodal.data.cleaning.images import ImageRules, ImageVerdict, check_image
-from crossmodal.data.samples import DataSource, Sample
-from crossmodal.encoders.base import Encoder
-from crossmodal.encoders.embedder import EmbedConfig, Embedder
-from crossmodal.errors import ConfigError
+from crossmodal.prep.cleaning.images import ImageRules, ImageVerdict, check_image
 
 __all__ = ["RULES", "CleanConfig", "CleanItem", "CleanResult", "clean"]
 

@@ -246,7 +246,7 @@ def _row(sample: Sample, texts: bool) -> dict[str, Any]:
 def _content_hash(path: str | None) -> str | None:
     if path is None:
         return None
-    from crossmodal.search.walk import content_hash
+    from crossmodal.data.walk import content_hash
 
     try:
         return content_hash(path)

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from crossmodal.atomic import atomic_write_text
-from crossmodal.data.cleaning.page import render_clean_page
-from crossmodal.data.cleaning.pipeline import RULES, CleanItem, CleanResult
 from crossmodal.data.images import load_image
 from crossmodal.errors import CrossmodalError, InputError
+from crossmodal.prep.cleaning.page import render_clean_page
+from crossmodal.prep.cleaning.pipeline import RULES, CleanItem, CleanResult
 
 __all__ = ["CleanOutputs", "build_report", "write_clean_outputs"]
 

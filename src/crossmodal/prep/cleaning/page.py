@@ -12,9 +12,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from crossmodal.data.cleaning.pipeline import RULES, CleanItem, CleanResult
 from crossmodal.data.images import jpeg_data_uri, load_image
 from crossmodal.errors import CrossmodalError
+from crossmodal.prep.cleaning.pipeline import RULES, CleanItem, CleanResult
 
 __all__ = ["RULE_DESCRIPTIONS", "render_clean_page"]
 

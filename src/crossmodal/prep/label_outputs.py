@@ -22,8 +22,8 @@ from typing import Any, Final
 
 from crossmodal.atomic import atomic_write_text
 from crossmodal.data.images import jpeg_data_uri, load_image
-from crossmodal.data.labeling import LabelledItem, LabelResult
 from crossmodal.errors import CrossmodalError, InputError
+from crossmodal.prep.labeling import LabelledItem, LabelResult
 
 __all__ = ["LabelOutputs", "write_label_outputs"]
 
