@@ -14,7 +14,6 @@ The index lives in ``--db`` (default ``$CROSSMODAL_DB``, else
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
@@ -240,17 +239,20 @@ def _print_problems(problems: list[Any]) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     """Search and print (and optionally write the HTML page)."""
-    from crossmodal.search.index import Index, SearchFilter
+    from crossmodal.search.index import Index
     from crossmodal.search.query import parse_query
+    from crossmodal.search.rerank import load_for_index
+    from crossmodal.search.searcher import Searcher, search_filter
 
     if args.videos and args.stills:
         raise InputError("--videos and --stills exclude each other")
-    where = SearchFilter(
-        folder=args.folder,
-        kind="video" if args.videos else ("image" if args.stills else None),
-        suffixes=tuple("." + s.lower().lstrip(".") for s in args.suffixes),
-        after=_date(args.after, "--after"),
-        before=_date(args.before, "--before"),
+    where = search_filter(
+        args.folder,
+        "video" if args.videos else ("image" if args.stills else None),
+        args.suffixes,
+        args.after,
+        args.before,
+        prefix="--",
     )
     if args.explain and args.html is None:
         raise InputError("--explain draws heat maps into the page: give --html too")
@@ -264,20 +266,16 @@ def run_search(args: argparse.Namespace) -> int:
         else:
             if not args.query:
                 raise InputError("empty query: give words, an image path, or --like")
-            query = parse_query(args.query, cwd=Path.cwd())
-            vector = index.query_vector(query)  # once, for the search, re-ranking, heat maps
-            texts = [t.text for t in query.terms if t.text is not None]
-            hits = index.search(
-                vector=vector,
-                texts=texts if len(texts) == len(query.terms) else None,
-                k=max(args.top, args.rerank or 0),
-                where=where,
-            )
-            if args.rerank:
-                hits = _rerank(index, query, vector, hits, args.rerank, args.reranker)
-                hits = hits[: args.top]
+            reranker = load_for_index(index, args.reranker) if args.rerank else None
+            searcher = Searcher(index, reranker)
+            query = searcher.parsed(parse_query(args.query, cwd=Path.cwd()))
+            found = searcher.search(query, k=args.top, where=where, rerank=args.rerank or 0)
+            hits = found.hits
+            if found.rerank_ms is not None:
+                took = f"{found.rerank_ms:.0f} ms"
+                print(f"re-ranked the top {found.reranked} in {took}", file=sys.stderr)
             if args.explain:
-                explain = _explainer(index, vector)
+                explain = _explainer(index, query.vector)
     if args.json:
         for hit in hits:
             print(json.dumps(hit.as_dict(), ensure_ascii=False))
@@ -295,26 +293,6 @@ def run_search(args: argparse.Namespace) -> int:
         written = write_results_page(args.html, title, [(title, hits)], explain=explain)
         print(f"wrote {written}", file=sys.stderr)
     return 0
-
-
-def _rerank(
-    index: Any, query: Any, vector: Any, hits: list[Any], n: int, weights: Path | None
-) -> list[Any]:
-    """The top ``n`` hits re-scored by the re-ranker and re-ordered; the rest unchanged."""
-    import time
-
-    from crossmodal.search.rerank import load_for_index, rerank_hits
-
-    if len(query.terms) != 1 or query.terms[0].text is None:
-        raise InputError("--rerank re-scores a text query: give one text, no image terms")
-    reranker = load_for_index(index, weights)
-    start = time.perf_counter()
-    reranked = rerank_hits(index, reranker, vector, hits, n)
-    print(
-        f"re-ranked the top {min(n, len(hits))} in {(time.perf_counter() - start) * 1e3:.0f} ms",
-        file=sys.stderr,
-    )
-    return reranked
 
 
 def _explainer(index: Any, query: Any) -> Any:
@@ -335,16 +313,6 @@ def _explainer(index: Any, query: Any) -> Any:
         return query_heatmap(encoder, hit.path, query, time=hit.time, size=160)
 
     return explain
-
-
-def _date(text: str | None, flag: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        day = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise InputError(f"{flag} {text!r}: not a date; use YYYY-MM-DD") from exc
-    return day.timestamp()
 
 
 def clock(seconds: float) -> str:

@@ -321,14 +321,17 @@ class Index:
 
     # ------------------------------------------------------------------ search
 
+    def text_vectors(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """(N, D) unit vectors of ``texts`` by the index's model."""
+        return self._embedder().embed_texts(texts)
+
     def query_vector(self, query: Query) -> npt.NDArray[np.float32]:
         """The unit vector of a query: the normalised weighted sum of its terms."""
-        embedder = self._embedder()
         total = np.zeros(self.encoder.dim, dtype=np.float64)
         texts = [t for t in query.terms if t.text is not None]
         images = [t for t in query.terms if t.image is not None]
         if texts:
-            vectors = embedder.embed_texts([t.text for t in texts if t.text is not None])
+            vectors = self.text_vectors([t.text for t in texts if t.text is not None])
             for term, vector in zip(texts, vectors, strict=True):
                 total += term.weight * vector
         if images:

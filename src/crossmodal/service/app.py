@@ -9,13 +9,15 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
 
 - ``GET /api/health``: status, files, model.
 - ``POST /api/search``: JSON ``{"text", "image_id", "image_url", "negative", "text_weight",
-  "image_weight", "negative_weight", "k", "folder", "kind"}``: a text, an indexed picture, a
-  picture by URL (fetched only from ``--fetch-host`` hosts, see
+  "image_weight", "negative_weight", "k"}`` and the filters ``"folder", "kind", "suffixes",
+  "after", "before"`` (:func:`crossmodal.search.searcher.search_filter`): a text, an
+  indexed picture, a picture by URL (fetched only from ``--fetch-host`` hosts, see
   :mod:`crossmodal.service.fetch`), or a text and a picture, minus an optional ``negative``
   text: the unit weighted sum of their vectors, as the CLI's ``a + 0.5:b - c`` makes.
   ``"rerank": N`` re-scores the top N of a text query with the server's ``--reranker``.
 - ``POST /api/search/upload``: multipart ``file`` (a picture), optional ``text``,
-  ``negative``, the three weights, ``k``, ``folder`` and ``kind``.
+  ``negative``, the three weights, ``k`` and the same filters. Every search goes through
+  the service's :class:`~crossmodal.search.searcher.Searcher`, as the CLI's does.
 - ``POST /api/index``, ``GET /api/index/jobs/{n}``, ``GET /api/index/stats``: index paths
   under the configured roots as background jobs (:mod:`crossmodal.service.manage`).
 - ``GET /metrics``: Prometheus text (requests, latency histogram, index size).
@@ -43,11 +45,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
 from crossmodal.errors import BackendUnavailableError, CrossmodalError, InputError
-from crossmodal.search.results import SearchFilter
+from crossmodal.search.searcher import Found, QueryPart, search_filter
 from crossmodal.service.core import Service
 from crossmodal.service.settings import ServiceSettings
 
@@ -129,20 +128,29 @@ def create_app(settings: ServiceSettings) -> Any:
         rerank: int = Field(default=0, ge=0, le=settings.max_k)  # re-score the top N (text)
         folder: str | None = None
         kind: Literal["image", "video"] | None = None
+        suffixes: list[str] = Field(default_factory=list, max_length=50)  # file types: jpg, png
+        after: str | None = Field(default=None, max_length=40)  # modified on or after YYYY-MM-DD
+        before: str | None = Field(default=None, max_length=40)  # modified before YYYY-MM-DD
 
     @api.get("/health")
     def health() -> dict[str, Any]:
         with service.lock:
             return {"status": "ok", "files": len(service.index), "model": service.index.model}
 
-    def text_parts(body: Any) -> list[tuple[float, Any]]:
-        """The weighted text and negative-text vectors of a request."""
+    def text_parts(body: Any) -> list[QueryPart]:
+        """The weighted text and negative text of a request."""
         parts = []
         if body.text:
-            parts.append((body.text_weight, service.text_vector(body.text)))
+            parts.append(QueryPart(body.text_weight, text=body.text))
         if body.negative:
-            parts.append((-body.negative_weight, service.text_vector(body.negative)))
+            parts.append(QueryPart(-body.negative_weight, text=body.negative))
         return parts
+
+    def found_json(found: Found) -> dict[str, Any]:
+        out: dict[str, Any] = {"hits": service.hits_json(found.hits)}
+        if found.rerank_ms is not None:
+            out["rerank_ms"] = found.rerank_ms
+        return out
 
     @api.post("/search")
     def search(body: SearchRequest, request: fastapi.Request) -> dict[str, Any]:
@@ -150,38 +158,19 @@ def create_app(settings: ServiceSettings) -> Any:
             raise error(400, "give a text, an image_id or an image_url (or a text and one more)")
         if body.image_id and body.image_url:
             raise error(400, "give an image_id or an image_url, not both")
-        if body.rerank and service.reranker is None:
-            raise error(
-                400,
-                "this server has no re-ranker for its model: start it with --reranker PATH "
-                "(crossmodal train --task rerank makes one)",
-            )
-        if body.rerank and (not body.text or body.image_id or body.image_url or body.negative):
-            raise error(400, "rerank re-scores a text query: give a text and nothing else")
-        where = SearchFilter(folder=body.folder, kind=body.kind)
-        parts: list[tuple[float, Any]] = []
+        where = search_filter(body.folder, body.kind, body.suffixes, body.after, body.before)
+        parts: list[QueryPart] = []
         if body.image_url:  # may fetch: outside the lock
             picture = service.url_vector(body.image_url, str(request.base_url), error)
-            parts.append((body.image_weight, picture))
+            parts.append(QueryPart(body.image_weight, vector=picture))
         with service.lock:
             if body.image_id:
                 stored = service.stored_vector(body.image_id)
                 if stored is None:
                     raise error(404, "no such image id")
-                parts.append((body.image_weight, stored))
-            vector = combine(parts + text_parts(body), error)
-            texts = None if parts else [t for t in (body.text, body.negative) if t]
-            hits = service.index.search(
-                vector=vector, texts=texts, k=max(body.k, body.rerank), where=where
-            )
-            if not body.rerank or service.reranker is None:
-                return {"hits": service.hits_json(hits)}
-            from crossmodal.search.rerank import rerank_hits
-
-            started = time.perf_counter()
-            hits = rerank_hits(service.index, service.reranker, vector, hits, body.rerank)
-            took = round((time.perf_counter() - started) * 1e3, 1)
-            return {"hits": service.hits_json(hits[: body.k]), "rerank_ms": took}
+                parts.append(QueryPart(body.image_weight, vector=stored))
+            query = service.searcher.query(parts + text_parts(body))
+            return found_json(service.searcher.search(query, body.k, where, body.rerank))
 
     @api.post("/search/upload")
     def search_upload(
@@ -194,17 +183,19 @@ def create_app(settings: ServiceSettings) -> Any:
         k: int = fastapi.Form(default=10, ge=1, le=settings.max_k),
         folder: str | None = fastapi.Form(default=None),
         kind: Literal["image", "video"] | None = fastapi.Form(default=None),
+        suffixes: list[str] | None = fastapi.Form(default=None),  # noqa: B008 (FastAPI idiom)
+        after: str | None = fastapi.Form(default=None, max_length=40),
+        before: str | None = fastapi.Form(default=None, max_length=40),
     ) -> dict[str, Any]:
         data = file.file.read()
         form = SearchRequest(
             text=text, negative=negative, text_weight=text_weight, negative_weight=negative_weight
         )
-        where = SearchFilter(folder=folder, kind=kind)
+        where = search_filter(folder, kind, suffixes or (), after, before)
         with service.lock:
-            parts = [(image_weight, service.picture_vector(data, error))]
-            vector = combine(parts + text_parts(form), error)
-            hits = service.index.search(vector=vector, k=k, where=where)
-            return {"hits": service.hits_json(hits)}
+            parts = [QueryPart(image_weight, vector=service.picture_vector(data, error))]
+            query = service.searcher.query(parts + text_parts(form))
+            return found_json(service.searcher.search(query, k, where))
 
     @api.get("/thumb/{token}")
     def thumbnail(token: str, t: float | None = None) -> Response:
@@ -275,17 +266,6 @@ _PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-
-
-def combine(parts: list[tuple[float, Any]], error: Any) -> npt.NDArray[np.float32]:
-    """The unit weighted sum of unit query vectors, as the CLI's ``a + 0.5:b - c`` makes."""
-    total = np.zeros_like(np.asarray(parts[0][1], dtype=np.float64))
-    for weight, vector in parts:
-        total += weight * np.asarray(vector, dtype=np.float64)
-    norm = float(np.linalg.norm(total))
-    if norm < 1e-8:
-        raise error(400, "the query's parts cancel out; change the weights")
-    return (total / norm).astype(np.float32)
 
 
 def _static(name: str) -> "StarletteResponse":

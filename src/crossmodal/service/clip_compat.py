@@ -24,11 +24,10 @@ import binascii
 import contextlib
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from crossmodal.errors import CrossmodalError
+from crossmodal.search.searcher import QueryPart, SearchQuery, search_filter
 
 if TYPE_CHECKING:
     from crossmodal.service.core import Service
@@ -54,6 +53,12 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
         image_url: str | None = None
         embedding_input: list[float] | None = None
         modality: str = "image"
+        # crossmodal's filters, as POST /api/search takes them (clip-retrieval has none)
+        folder: str | None = None
+        kind: Literal["image", "video"] | None = None
+        suffixes: list[str] = Field(default_factory=list, max_length=50)
+        after: str | None = Field(default=None, max_length=40)
+        before: str | None = Field(default=None, max_length=40)
         num_images: int = Field(default=40, ge=1, le=settings.max_k)
         indice_name: str = settings.name
         deduplicate: bool = False
@@ -67,22 +72,18 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
         if name != settings.name:
             raise error(404, f"no index {name!r}; this server has {settings.name!r}")
 
-    def query_vector(body: KnnRequest) -> Any:
-        index = service.index
+    def query(body: KnnRequest) -> SearchQuery:
+        searcher = service.searcher
         if body.text:
-            return service.text_vector(body.text)
+            return searcher.query([QueryPart(1.0, text=body.text)])
         if body.image:
             try:
                 data = base64.b64decode(body.image, validate=True)
             except (binascii.Error, ValueError):
                 raise error(400, "image is not valid base64") from None
-            return service.picture_vector(data, error)
+            return searcher.query([QueryPart(1.0, vector=service.picture_vector(data, error))])
         if body.embedding_input is not None:
-            vector = np.asarray(body.embedding_input, dtype=np.float32)
-            norm = float(np.linalg.norm(vector))
-            if vector.shape != (index.encoder.dim,) or not np.isfinite(norm) or norm == 0:
-                raise error(400, f"embedding_input must be {index.encoder.dim} finite numbers")
-            return vector / norm
+            return searcher.vector(body.embedding_input)
         raise error(400, "give text, image, image_url or embedding_input")
 
     async def json_body(request: Request) -> Any:
@@ -108,15 +109,17 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
         if body.modality != "image":
             raise error(400, "crossmodal indexes pictures: use modality 'image'")
         base = str(request.base_url)
+        where = search_filter(body.folder, body.kind, body.suffixes, body.after, body.before)
         vector = None
         if body.image_url and not (body.text or body.image):
             vector = service.url_vector(body.image_url, base, error)  # may fetch: not locked
         with service.lock:
             if vector is None:
-                vector = query_vector(body)
+                asked = query(body)
+            else:
+                asked = service.searcher.query([QueryPart(1.0, vector=vector)])
             k = body.num_images * (2 if body.deduplicate else 1)
-            texts = [body.text] if body.text else None  # a text query (see query_vector)
-            found = service.index.search(vector=vector, texts=texts, k=min(k, settings.max_k))
+            found = service.searcher.search(asked, min(k, settings.max_k), where).hits
             pairs = list(zip(service.hits_json(found), [h.path for h in found], strict=True))
             if body.deduplicate:
                 pairs = _distinct(pairs)
@@ -157,6 +160,7 @@ def _distinct(pairs: list[tuple[dict[str, Any], str]]) -> list[tuple[dict[str, A
 
 def _item(service: "Service", hit: dict[str, Any], path: str, base: str) -> dict[str, Any]:
     item = {"id": hit["id"], "similarity": hit["score"]}
+    item.update(relevance=hit["relevance"], weak=hit["weak"])  # crossmodal's, beside
     item.update(_metadata(service, hit["id"], path, hit["caption"], base, hit["time"]))
     return item
 

@@ -48,8 +48,10 @@ class Service:
                     self.index.store.set_meta(_SECRET_KEY, secret)
         self.ids = FileIds(secret)
         from crossmodal.search.rerank import find_reranker
+        from crossmodal.search.searcher import Searcher
 
         self.reranker: Reranker | None = find_reranker(self.index, settings.reranker)
+        self.searcher = Searcher(self.index, self.reranker)
         self.metrics = Metrics(self.file_count)
 
     def file_count(self) -> int:
