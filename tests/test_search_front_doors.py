@@ -150,3 +150,29 @@ def test_filters_and_their_errors_are_the_same(doors: Doors) -> None:
     assert bad.status_code == 400 and "after 'last week': not a date" in bad.json()["error"]
     knn = httpx.post(f"{doors.url}/knn-service", json={"text": "red", "before": "soon"})
     assert knn.status_code == 400 and "before 'soon': not a date" in knn.json()["error"]
+
+
+def test_the_app_takes_a_service_and_maps_library_errors_to_status_codes(doors: Doors) -> None:
+    from fastapi.testclient import TestClient
+
+    from crossmodal.errors import BackendUnavailableError, NotFoundError, RefusedError
+    from crossmodal.service.app import create_app
+    from crossmodal.service.core import Service
+    from crossmodal.service.errors import status_of
+    from crossmodal.service.fetch import FetchError
+
+    settings = ServiceSettings(db=doors.db, port=0)
+    service = Service(settings)
+    app = create_app(settings, service)
+    assert app.state.service is service
+    with TestClient(app) as client:
+        assert client.post("/api/search", json={"text": "red"}).status_code == 200
+        assert client.get("/api/thumb/forged").status_code == 404
+        assert client.post("/api/index", json={"paths": ["/"]}).status_code == 403  # no roots
+        reranked = client.post("/api/search", json={"text": "red", "rerank": 3})  # shipped one
+        assert reranked.status_code == 200 and "rerank" in reranked.json()["hits"][0]
+        bad = client.post("/api/search", json={"text": "red", "negative": "blue", "rerank": 3})
+        assert bad.status_code == 400 and "one text, nothing else" in bad.json()["error"]
+    assert status_of(NotFoundError("x")) == 404 and status_of(RefusedError("x")) == 403
+    assert status_of(FetchError(504, "slow")) == 504 and status_of(InputError("x")) == 400
+    assert status_of(BackendUnavailableError("b", "e", "m")) == 501

@@ -10,7 +10,9 @@ what to do about it.
     ├── CheckpointError        a weights file that is missing, malformed, refused or mismatched
     │   └── UnsafeCheckpointError  a checkpoint that would run code when loaded
     ├── InputError             bad user data
-    │   └── ImageDecodeError   an image file that cannot be decoded
+    │   ├── ImageDecodeError   an image file that cannot be decoded
+    │   └── NotFoundError      a named thing (an id, a job, a path) that does not exist
+    ├── RefusedError           refused by policy (a path outside the roots, a feature off)
     └── BackendUnavailableError  an optional dependency that is not installed
 """
 
@@ -23,6 +25,8 @@ __all__ = [
     "CrossmodalError",
     "ImageDecodeError",
     "InputError",
+    "NotFoundError",
+    "RefusedError",
     "UnknownModelError",
     "UnsafeCheckpointError",
     "short_message",
@@ -63,6 +67,14 @@ class ImageDecodeError(InputError):
         super().__init__(f"{path}: cannot decode image ({reason}); check or remove the file")
         self.path = path
         self.reason = reason
+
+
+class NotFoundError(InputError):
+    """A named thing (an id, a job, a path) does not exist."""
+
+
+class RefusedError(CrossmodalError):
+    """Refused by policy: a path outside the allowed roots, a feature that is switched off."""
 
 
 class BackendUnavailableError(CrossmodalError, ImportError):

@@ -39,18 +39,18 @@ at run time, and some name classes local to :func:`create_app`.
 
 import contextlib
 import hmac
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from crossmodal.errors import BackendUnavailableError, CrossmodalError, InputError
-from crossmodal.search.searcher import Found, QueryPart, search_filter
 from crossmodal.service.core import Service
+from crossmodal.service.errors import status_of
 from crossmodal.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from starlette.responses import Response as StarletteResponse
 
 __all__ = ["create_app", "running", "serve"]
@@ -61,8 +61,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def create_app(settings: ServiceSettings) -> Any:
-    """The FastAPI app serving ``settings.db`` (see the module docstring).
+def create_app(settings: ServiceSettings, service: Service | None = None) -> Any:
+    """The FastAPI app serving ``settings.db`` (see the module docstring); ``service`` is the
+    index behind it (default: one opened from ``settings``; a test or an embedding
+    application may pass its own).
 
     Raises:
         InputError: No index at ``settings.db``.
@@ -72,12 +74,13 @@ def create_app(settings: ServiceSettings) -> Any:
         import fastapi
     except ImportError as exc:
         raise BackendUnavailableError("the HTTP service", "serve", "fastapi") from exc
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from pydantic import BaseModel, Field
-    from starlette.exceptions import HTTPException
+    from fastapi.responses import Response
 
-    service = Service(settings)
+    from crossmodal.service.clip_compat import clip_retrieval_router
+    from crossmodal.service.manage import management_router
+    from crossmodal.service.routes import search_router
+
+    service = service if service is not None else Service(settings)
     app = fastapi.FastAPI(title="crossmodal", version="1", docs_url=None, redoc_url=None)
     app.middleware("http")(service.metrics.middleware)
     if settings.cors_origins:
@@ -90,148 +93,8 @@ def create_app(settings: ServiceSettings) -> Any:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
-    error = fastapi.HTTPException
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Any, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Any, exc: RequestValidationError) -> JSONResponse:
-        fields = [".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors()]
-        return JSONResponse({"error": "invalid request", "fields": fields}, 422)
-
-    @app.exception_handler(CrossmodalError)
-    async def bad_input(_: Any, exc: CrossmodalError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, 400)
-
-    def authorize(authorization: str | None = fastapi.Header(default=None)) -> None:
-        if settings.token is None:
-            return
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, settings.token):
-            raise error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-
-    api = fastapi.APIRouter(prefix="/api", dependencies=[fastapi.Depends(authorize)])
-
-    weight = Field(default=1.0, ge=-10, le=10)
-
-    class SearchRequest(BaseModel):  # type: ignore[misc]
-        text: str | None = Field(default=None, max_length=1000)
-        image_id: str | None = Field(default=None, max_length=64)
-        image_url: str | None = Field(default=None, max_length=2000)
-        negative: str | None = Field(default=None, max_length=1000)  # a text to move away from
-        text_weight: float = weight
-        image_weight: float = weight
-        negative_weight: float = weight
-        k: int = Field(default=10, ge=1, le=settings.max_k)
-        rerank: int = Field(default=0, ge=0, le=settings.max_k)  # re-score the top N (text)
-        folder: str | None = None
-        kind: Literal["image", "video"] | None = None
-        suffixes: list[str] = Field(default_factory=list, max_length=50)  # file types: jpg, png
-        after: str | None = Field(default=None, max_length=40)  # modified on or after YYYY-MM-DD
-        before: str | None = Field(default=None, max_length=40)  # modified before YYYY-MM-DD
-
-    @api.get("/health")
-    def health() -> dict[str, Any]:
-        with service.lock:
-            return {"status": "ok", "files": len(service.index), "model": service.index.model}
-
-    def text_parts(body: Any) -> list[QueryPart]:
-        """The weighted text and negative text of a request."""
-        parts = []
-        if body.text:
-            parts.append(QueryPart(body.text_weight, text=body.text))
-        if body.negative:
-            parts.append(QueryPart(-body.negative_weight, text=body.negative))
-        return parts
-
-    def found_json(found: Found) -> dict[str, Any]:
-        out: dict[str, Any] = {"hits": service.hits_json(found.hits)}
-        if found.rerank_ms is not None:
-            out["rerank_ms"] = found.rerank_ms
-        return out
-
-    @api.post("/search")
-    def search(body: SearchRequest, request: fastapi.Request) -> dict[str, Any]:
-        if not body.text and not body.image_id and not body.image_url:
-            raise error(400, "give a text, an image_id or an image_url (or a text and one more)")
-        if body.image_id and body.image_url:
-            raise error(400, "give an image_id or an image_url, not both")
-        where = search_filter(body.folder, body.kind, body.suffixes, body.after, body.before)
-        parts: list[QueryPart] = []
-        if body.image_url:  # may fetch: outside the lock
-            picture = service.url_vector(body.image_url, str(request.base_url), error)
-            parts.append(QueryPart(body.image_weight, vector=picture))
-        with service.lock:
-            if body.image_id:
-                stored = service.stored_vector(body.image_id)
-                if stored is None:
-                    raise error(404, "no such image id")
-                parts.append(QueryPart(body.image_weight, vector=stored))
-            query = service.searcher.query(parts + text_parts(body))
-            return found_json(service.searcher.search(query, body.k, where, body.rerank))
-
-    @api.post("/search/upload")
-    def search_upload(
-        file: fastapi.UploadFile,
-        text: str | None = fastapi.Form(default=None, max_length=1000),
-        negative: str | None = fastapi.Form(default=None, max_length=1000),
-        text_weight: float = fastapi.Form(default=1.0, ge=-10, le=10),
-        image_weight: float = fastapi.Form(default=1.0, ge=-10, le=10),
-        negative_weight: float = fastapi.Form(default=1.0, ge=-10, le=10),
-        k: int = fastapi.Form(default=10, ge=1, le=settings.max_k),
-        folder: str | None = fastapi.Form(default=None),
-        kind: Literal["image", "video"] | None = fastapi.Form(default=None),
-        suffixes: list[str] | None = fastapi.Form(default=None),  # noqa: B008 (FastAPI idiom)
-        after: str | None = fastapi.Form(default=None, max_length=40),
-        before: str | None = fastapi.Form(default=None, max_length=40),
-    ) -> dict[str, Any]:
-        data = file.file.read()
-        form = SearchRequest(
-            text=text, negative=negative, text_weight=text_weight, negative_weight=negative_weight
-        )
-        where = search_filter(folder, kind, suffixes or (), after, before)
-        with service.lock:
-            parts = [QueryPart(image_weight, vector=service.picture_vector(data, error))]
-            query = service.searcher.query(parts + text_parts(form))
-            return found_json(service.searcher.search(query, k, where))
-
-    @api.get("/thumb/{token}")
-    def thumbnail(token: str, t: float | None = None) -> Response:
-        with service.lock:
-            path = service.resolve(token)
-        if path is None:
-            raise error(404, "no such id")
-        try:
-            jpeg = service.thumbnail(path, t)
-        except CrossmodalError as exc:
-            raise error(404, f"the file no longer decodes: {exc}") from None
-        return Response(jpeg, media_type="image/jpeg")
-
-    @api.get("/explain/{token}")
-    def explain(
-        token: str,
-        text: str = fastapi.Query(min_length=1, max_length=1000),
-        t: float | None = None,
-    ) -> Response:
-        with service.lock:
-            path = service.resolve(token)
-            if path is None:
-                raise error(404, "no such id")
-            try:
-                jpeg = service.heatmap(path, text, t)
-            except CrossmodalError as exc:
-                raise error(400, str(exc)) from None
-        return Response(jpeg, media_type="image/jpeg")
-
-    @api.get("/file/{token}")
-    def original(token: str) -> Any:
-        with service.lock:
-            path = service.resolve(token)
-        if path is None:
-            raise error(404, "no such id")
-        return FileResponse(path, filename=os.path.basename(path))
+    _add_error_handlers(app)
+    authorize = bearer_auth(settings.token)
 
     @app.get("/", include_in_schema=False)
     def page() -> Response:
@@ -246,15 +109,49 @@ def create_app(settings: ServiceSettings) -> Any:
         body, content_type = service.metrics.render()
         return Response(body, media_type=content_type)
 
-    app.include_router(api)
-    from crossmodal.service.clip_compat import clip_retrieval_router
-
+    app.include_router(search_router(service, authorize))
     app.include_router(clip_retrieval_router(service, authorize))
-    from crossmodal.service.manage import management_router
-
     app.include_router(management_router(service, authorize))
     app.state.service = service
     return app
+
+
+def _add_error_handlers(app: "FastAPI") -> None:
+    """Every error as ``{"error": message}``: HTTP errors with their status, invalid requests
+    422 with the fields at fault, crossmodal's errors with :func:`status_of`'s status."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Any, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Any, exc: RequestValidationError) -> JSONResponse:
+        fields = [".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors()]
+        return JSONResponse({"error": "invalid request", "fields": fields}, 422)
+
+    @app.exception_handler(CrossmodalError)
+    async def library_error(_: Any, exc: CrossmodalError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_of(exc))
+
+
+def bearer_auth(token: str | None) -> Callable[..., None]:
+    """The dependency that checks ``Authorization: Bearer TOKEN`` (nothing when ``token`` is
+    None), answering 401 with ``WWW-Authenticate`` when it is missing or wrong."""
+    import fastapi
+
+    def authorize(authorization: str | None = fastapi.Header(default=None)) -> None:
+        if token is None:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, token):
+            raise fastapi.HTTPException(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+
+    return authorize
 
 
 _STATIC: dict[str, str] = {  # the page's files: served by name from this list only

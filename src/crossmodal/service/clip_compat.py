@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from crossmodal.errors import CrossmodalError
+from crossmodal.errors import CrossmodalError, InputError, NotFoundError
 from crossmodal.search.searcher import QueryPart, SearchQuery, search_filter
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
     settings = service.settings
-    error = fastapi.HTTPException
     router = fastapi.APIRouter(dependencies=[fastapi.Depends(authorize)], tags=["clip-retrieval"])
 
     class KnnRequest(BaseModel):  # type: ignore[misc]
@@ -70,7 +69,7 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
 
     def check_index(name: str) -> None:
         if name != settings.name:
-            raise error(404, f"no index {name!r}; this server has {settings.name!r}")
+            raise NotFoundError(f"no index {name!r}; this server has {settings.name!r}")
 
     def query(body: KnnRequest) -> SearchQuery:
         searcher = service.searcher
@@ -80,11 +79,11 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
             try:
                 data = base64.b64decode(body.image, validate=True)
             except (binascii.Error, ValueError):
-                raise error(400, "image is not valid base64") from None
-            return searcher.query([QueryPart(1.0, vector=service.picture_vector(data, error))])
+                raise InputError("image is not valid base64") from None
+            return searcher.query([QueryPart(1.0, vector=service.picture_vector(data))])
         if body.embedding_input is not None:
             return searcher.vector(body.embedding_input)
-        raise error(400, "give text, image, image_url or embedding_input")
+        raise InputError("give text, image, image_url or embedding_input")
 
     async def json_body(request: Request) -> Any:
         # clip-retrieval's client posts JSON without a content type, which FastAPI's own
@@ -92,7 +91,7 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
         try:
             return json.loads(await request.body())
         except ValueError:
-            raise error(400, "the request body is not JSON") from None
+            raise InputError("the request body is not JSON") from None
 
     body_json = fastapi.Depends(json_body)
 
@@ -107,12 +106,12 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
         body = parse(KnnRequest, payload)
         check_index(body.indice_name)
         if body.modality != "image":
-            raise error(400, "crossmodal indexes pictures: use modality 'image'")
+            raise InputError("crossmodal indexes pictures: use modality 'image'")
         base = str(request.base_url)
         where = search_filter(body.folder, body.kind, body.suffixes, body.after, body.before)
         vector = None
         if body.image_url and not (body.text or body.image):
-            vector = service.url_vector(body.image_url, base, error)  # may fetch: not locked
+            vector = service.url_vector(body.image_url, base)  # may fetch: not locked
         with service.lock:
             if vector is None:
                 asked = query(body)

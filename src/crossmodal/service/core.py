@@ -17,10 +17,10 @@ import numpy.typing as npt
 from PIL import Image
 
 from crossmodal.data.images import jpeg_bytes, load_image
-from crossmodal.errors import CrossmodalError
+from crossmodal.errors import CrossmodalError, InputError, NotFoundError
 from crossmodal.search.index import Index
 from crossmodal.search.results import Hit
-from crossmodal.service.fetch import FetchError, fetch
+from crossmodal.service.fetch import fetch
 from crossmodal.service.ids import FileIds, new_secret
 from crossmodal.service.metrics import Metrics
 from crossmodal.service.settings import ServiceSettings
@@ -113,22 +113,31 @@ class Service:
 
         return self.index.query_vector(Query.of(text, None))
 
-    def picture_vector(self, data: bytes, error: Any) -> npt.NDArray[np.float32]:
-        """The unit vector of an uploaded picture (refused with ``error(400)`` when bad)."""
-        picture = open_upload(data, self.settings.max_image_pixels, error)
+    def picture_vector(self, data: bytes) -> npt.NDArray[np.float32]:
+        """The unit vector of an uploaded picture.
+
+        Raises:
+            InputError: Empty, not a picture, too many pixels, or it does not decode.
+        """
+        picture = open_upload(data, self.settings.max_image_pixels)
         encoder = self.index.encoder
         vector: npt.NDArray[np.float32] = encoder.encode_pixels(encoder.preprocess(picture)[None])[
             0
         ]
         return vector
 
-    def url_vector(self, url: str, own_base: str, error: Any) -> npt.NDArray[np.float32]:
+    def url_vector(self, url: str, own_base: str) -> npt.NDArray[np.float32]:
         """The unit vector of the picture at ``url`` (take it without holding ``lock``).
 
         A link to this server's own ``/api/file/ID`` (clip-retrieval's front-end sends a hit's
         ``url`` back to search by it) is the indexed file's stored vector, fetched from
         nowhere. Any other URL is fetched within the settings' fetch policy (off by default),
         then checked like an upload.
+
+        Raises:
+            NotFoundError: A link to this server that names no indexed file.
+            FetchError: The URL was not fetched (its ``status`` says why).
+            InputError: What came back is not a picture (as :meth:`picture_vector`).
         """
         own = own_base.rstrip("/") + "/api/file/"
         if url.startswith(own):
@@ -136,14 +145,11 @@ class Service:
             with self.lock:
                 stored = self.stored_vector(token)
             if stored is None:
-                raise error(404, "image_url names no indexed file")
+                raise NotFoundError("image_url names no indexed file")
             return stored
-        try:
-            data = fetch(url, self.settings.fetch_policy)
-        except FetchError as exc:
-            raise error(exc.status, str(exc)) from None
+        data = fetch(url, self.settings.fetch_policy)
         with self.lock:
-            return self.picture_vector(data, error)
+            return self.picture_vector(data)
 
     def resolve(self, token: str) -> str | None:
         """The path behind an id, if it is valid and still inside its indexed root."""
@@ -179,20 +185,24 @@ def inside_roots(real: str, roots: tuple[str, ...]) -> bool:
     return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
-def open_upload(data: bytes, max_pixels: int, error: Any) -> Image.Image:
-    """The uploaded picture, decoded only when its header declares at most ``max_pixels``."""
+def open_upload(data: bytes, max_pixels: int) -> Image.Image:
+    """The uploaded picture, decoded only when its header declares at most ``max_pixels``.
+
+    Raises:
+        InputError: Empty, not a picture, too many pixels declared, or it does not decode.
+    """
     if not data:
-        raise error(400, "the uploaded file is empty")
+        raise InputError("the uploaded file is empty")
     try:
         header = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
-        raise error(400, "the picture declares too many pixels") from None
+        raise InputError("the picture declares too many pixels") from None
     except Exception:
-        raise error(400, "the upload is not a picture crossmodal can read") from None
+        raise InputError("the upload is not a picture crossmodal can read") from None
     w, h = header.size
     if w * h > max_pixels:
-        raise error(400, f"the picture declares {w}×{h} pixels, over {max_pixels:,}")
+        raise InputError(f"the picture declares {w}×{h} pixels, over {max_pixels:,}")
     try:
         return load_image(header)
     except CrossmodalError as exc:
-        raise error(400, f"the picture does not decode: {exc}") from None
+        raise InputError(f"the picture does not decode: {exc}") from None

@@ -24,7 +24,7 @@ import threading
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from crossmodal.errors import CrossmodalError
+from crossmodal.errors import CrossmodalError, NotFoundError, RefusedError
 from crossmodal.search.index import Index
 from crossmodal.search.results import IndexConfig, IndexReport
 
@@ -128,7 +128,6 @@ def management_router(service: "Service", authorize: Any) -> Any:
 
     settings = service.settings
     roots = tuple(os.path.realpath(os.path.expanduser(r)) for r in settings.roots)
-    error = fastapi.HTTPException
     router = fastapi.APIRouter(prefix="/api/index", dependencies=[fastapi.Depends(authorize)])
 
     def allowed(path: str) -> bool:
@@ -138,7 +137,7 @@ def management_router(service: "Service", authorize: Any) -> Any:
 
     def need_roots() -> None:
         if not roots:
-            raise error(403, "index management is off: start the server with --root DIR")
+            raise RefusedError("index management is off: start the server with --root DIR")
 
     class AddRequest(BaseModel):  # type: ignore[misc]
         paths: list[str] = Field(min_length=1, max_length=MAX_PATHS)
@@ -148,10 +147,10 @@ def management_router(service: "Service", authorize: Any) -> Any:
         need_roots()
         outside = [p for p in body.paths if not allowed(p)]
         if outside:
-            raise error(403, f"{len(outside)} path(s) are not under the server's roots")
+            raise RefusedError(f"{len(outside)} path(s) are not under the server's roots")
         missing = [p for p in body.paths if not os.path.lexists(p)]
         if missing:
-            raise error(404, f"{len(missing)} path(s) do not exist")
+            raise NotFoundError(f"{len(missing)} path(s) do not exist")
         return {"job": jobs.submit("add", [os.path.realpath(p) for p in body.paths])}
 
     @router.post("/refresh", status_code=202)
@@ -168,14 +167,14 @@ def management_router(service: "Service", authorize: Any) -> Any:
     def status(job: int) -> dict[str, Any]:
         found: dict[str, Any] | None = jobs.state(job)
         if found is None:
-            raise error(404, "no such job")
+            raise NotFoundError("no such job")
         return found
 
     @router.delete("/jobs/{job}", status_code=202)
     def cancel(job: int) -> dict[str, Any]:
         found = jobs.request_cancel(job)
         if found is None:
-            raise error(404, "no such job")
+            raise NotFoundError("no such job")
         return found
 
     @router.get("/stats")
