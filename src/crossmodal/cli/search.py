@@ -36,6 +36,11 @@ def default_db() -> Path:
 
 def add_parser(sub: Any) -> None:
     """Register ``index`` and ``search``."""
+    _add_index_parser(sub)
+    _add_search_parser(sub)
+
+
+def _add_index_parser(sub: Any) -> None:
     p = sub.add_parser(
         "index",
         help="index folders, image files, manifests and videos for search",
@@ -94,6 +99,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run_index)
 
+
+def _add_search_parser(sub: Any) -> None:
     s = sub.add_parser(
         "search",
         help="search the index by text, image, or both",

@@ -104,20 +104,7 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps per checkpoint")
     _add_distill_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
-    p.add_argument(
-        "--engine",
-        default="local",
-        choices=("local", "ray"),
-        help="local: this process (or torchrun's); ray: Ray Train workers (crossmodal[scale])",
-    )
-    p.add_argument("--ray-address", default=None, help="with --engine ray: a running cluster")
-    p.add_argument("--ray-workers", type=int, default=2, help="with --engine ray: workers (2)")
-    p.add_argument(
-        "--ray-cpus", type=float, default=1.0, help="with --engine ray: CPUs per worker (1)"
-    )
-    p.add_argument(
-        "--ray-gpus", type=float, default=0.0, help="with --engine ray: GPUs per worker (0)"
-    )
+    _add_engine_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of weights, order, augmentation")
     _add_augment_arguments(p)
     p.add_argument("--eval-data", help="captioned dataset for a retrieval eval at the end")
@@ -138,6 +125,24 @@ def _add_train_parser(sub: Any) -> None:
 
 BATCH_SIZE = 128  # --batch-size of the contrastive and classify tasks
 LR = 5e-4  # --lr of the contrastive and classify tasks
+
+
+def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the run trains: this process (or torchrun's), or Ray Train workers."""
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="local: this process (or torchrun's); ray: Ray Train workers (crossmodal[scale])",
+    )
+    p.add_argument("--ray-address", default=None, help="with --engine ray: a running cluster")
+    p.add_argument("--ray-workers", type=int, default=2, help="with --engine ray: workers (2)")
+    p.add_argument(
+        "--ray-cpus", type=float, default=1.0, help="with --engine ray: CPUs per worker (1)"
+    )
+    p.add_argument(
+        "--ray-gpus", type=float, default=0.0, help="with --engine ray: GPUs per worker (0)"
+    )
 
 
 def _add_augment_arguments(p: argparse.ArgumentParser) -> None:

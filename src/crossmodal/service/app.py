@@ -78,7 +78,7 @@ def create_app(settings: ServiceSettings, service: Service | None = None) -> Any
 
     from crossmodal.service.clip_compat import clip_retrieval_router
     from crossmodal.service.manage import management_router
-    from crossmodal.service.routes import search_router
+    from crossmodal.service.routes import files_router, search_router
 
     service = service if service is not None else Service(settings)
     app = fastapi.FastAPI(title="crossmodal", version="1", docs_url=None, redoc_url=None)
@@ -110,6 +110,7 @@ def create_app(settings: ServiceSettings, service: Service | None = None) -> Any
         return Response(body, media_type=content_type)
 
     app.include_router(search_router(service, authorize))
+    app.include_router(files_router(service, authorize))
     app.include_router(clip_retrieval_router(service, authorize))
     app.include_router(management_router(service, authorize))
     app.state.service = service

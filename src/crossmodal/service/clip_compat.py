@@ -52,38 +52,20 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
         image_url: str | None = None
         embedding_input: list[float] | None = None
         modality: str = "image"
+        num_images: int = Field(default=40, ge=1, le=settings.max_k)
+        indice_name: str = settings.name
+        deduplicate: bool = False
         # crossmodal's filters, as POST /api/search takes them (clip-retrieval has none)
         folder: str | None = None
         kind: Literal["image", "video"] | None = None
         suffixes: list[str] = Field(default_factory=list, max_length=50)
         after: str | None = Field(default=None, max_length=40)
         before: str | None = Field(default=None, max_length=40)
-        num_images: int = Field(default=40, ge=1, le=settings.max_k)
-        indice_name: str = settings.name
-        deduplicate: bool = False
 
     class MetadataRequest(BaseModel):  # type: ignore[misc]
         model_config = ConfigDict(extra="ignore")
         ids: list[str] = Field(max_length=settings.max_k)
         indice_name: str = settings.name
-
-    def check_index(name: str) -> None:
-        if name != settings.name:
-            raise NotFoundError(f"no index {name!r}; this server has {settings.name!r}")
-
-    def query(body: KnnRequest) -> SearchQuery:
-        searcher = service.searcher
-        if body.text:
-            return searcher.query([QueryPart(1.0, text=body.text)])
-        if body.image:
-            try:
-                data = base64.b64decode(body.image, validate=True)
-            except (binascii.Error, ValueError):
-                raise InputError("image is not valid base64") from None
-            return searcher.query([QueryPart(1.0, vector=service.picture_vector(data))])
-        if body.embedding_input is not None:
-            return searcher.vector(body.embedding_input)
-        raise InputError("give text, image, image_url or embedding_input")
 
     async def json_body(request: Request) -> Any:
         # clip-retrieval's client posts JSON without a content type, which FastAPI's own
@@ -97,37 +79,20 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
 
     def parse(model: Any, payload: Any) -> Any:
         try:
-            return model.model_validate(payload)
+            body = model.model_validate(payload)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
+        if body.indice_name != settings.name:
+            raise NotFoundError(f"no index {body.indice_name!r}; this server has {settings.name!r}")
+        return body
 
     @router.post("/knn-service")
     def knn(request: Request, payload: Any = body_json) -> list[dict[str, Any]]:
-        body = parse(KnnRequest, payload)
-        check_index(body.indice_name)
-        if body.modality != "image":
-            raise InputError("crossmodal indexes pictures: use modality 'image'")
-        base = str(request.base_url)
-        where = search_filter(body.folder, body.kind, body.suffixes, body.after, body.before)
-        vector = None
-        if body.image_url and not (body.text or body.image):
-            vector = service.url_vector(body.image_url, base)  # may fetch: not locked
-        with service.lock:
-            if vector is None:
-                asked = query(body)
-            else:
-                asked = service.searcher.query([QueryPart(1.0, vector=vector)])
-            k = body.num_images * (2 if body.deduplicate else 1)
-            found = service.searcher.search(asked, min(k, settings.max_k), where).hits
-            pairs = list(zip(service.hits_json(found), [h.path for h in found], strict=True))
-            if body.deduplicate:
-                pairs = _distinct(pairs)
-            return [_item(service, hit, path, base) for hit, path in pairs[: body.num_images]]
+        return _knn(service, parse(KnnRequest, payload), str(request.base_url))
 
     @router.post("/metadata")
     def metadata(request: Request, payload: Any = body_json) -> list[dict[str, Any]]:
         body = parse(MetadataRequest, payload)
-        check_index(body.indice_name)
         out = []
         with service.lock:
             for token in body.ids:
@@ -144,6 +109,43 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
         return [settings.name]
 
     return router
+
+
+def _knn(service: "Service", body: Any, base: str) -> list[dict[str, Any]]:
+    """``/knn-service``: the query through the service's searcher, as clip-retrieval's items."""
+    if body.modality != "image":
+        raise InputError("crossmodal indexes pictures: use modality 'image'")
+    where = search_filter(body.folder, body.kind, body.suffixes, body.after, body.before)
+    vector = None
+    if body.image_url and not (body.text or body.image):
+        vector = service.url_vector(body.image_url, base)  # may fetch: not locked
+    with service.lock:
+        if vector is None:
+            asked = _query(service, body)
+        else:
+            asked = service.searcher.query([QueryPart(1.0, vector=vector)])
+        k = body.num_images * (2 if body.deduplicate else 1)
+        found = service.searcher.search(asked, min(k, service.settings.max_k), where).hits
+        pairs = list(zip(service.hits_json(found), [h.path for h in found], strict=True))
+        if body.deduplicate:
+            pairs = _distinct(pairs)
+        return [_item(service, hit, path, base) for hit, path in pairs[: body.num_images]]
+
+
+def _query(service: "Service", body: Any) -> SearchQuery:
+    """The query of a text, a base64 picture or an embedding (the first one given)."""
+    searcher = service.searcher
+    if body.text:
+        return searcher.query([QueryPart(1.0, text=body.text)])
+    if body.image:
+        try:
+            data = base64.b64decode(body.image, validate=True)
+        except (binascii.Error, ValueError):
+            raise InputError("image is not valid base64") from None
+        return searcher.query([QueryPart(1.0, vector=service.picture_vector(data))])
+    if body.embedding_input is not None:
+        return searcher.vector(body.embedding_input)
+    raise InputError("give text, image, image_url or embedding_input")
 
 
 def _distinct(pairs: list[tuple[dict[str, Any], str]]) -> list[tuple[dict[str, Any], str]]:

@@ -15,19 +15,18 @@ from crossmodal.errors import CrossmodalError, InputError, NotFoundError
 from crossmodal.search.searcher import Found, QueryPart, search_filter
 from crossmodal.service.core import Service
 
-__all__ = ["search_router"]
+__all__ = ["files_router", "search_router"]
 
 
 def search_router(service: Service, authorize: Callable[..., None]) -> Any:
-    """The ``/api`` router of search, thumbnails, heat maps and originals over ``service``."""
+    """The ``/api`` router of health and search (JSON and upload) over ``service``."""
     import fastapi
-    from fastapi.responses import FileResponse, Response
-
-    settings = service.settings
-    api = fastapi.APIRouter(prefix="/api", dependencies=[fastapi.Depends(authorize)])
     from pydantic import Field
 
     from crossmodal.service.requests import SearchFields
+
+    settings = service.settings
+    api = fastapi.APIRouter(prefix="/api", dependencies=[fastapi.Depends(authorize)])
 
     class SearchRequest(SearchFields):  # type: ignore[misc]
         k: int = Field(default=10, ge=1, le=settings.max_k)
@@ -38,40 +37,9 @@ def search_router(service: Service, authorize: Callable[..., None]) -> Any:
         with service.lock:
             return {"status": "ok", "files": len(service.index), "model": service.index.model}
 
-    def text_parts(body: Any) -> list[QueryPart]:
-        """The weighted text and negative text of a request."""
-        parts = []
-        if body.text:
-            parts.append(QueryPart(body.text_weight, text=body.text))
-        if body.negative:
-            parts.append(QueryPart(-body.negative_weight, text=body.negative))
-        return parts
-
-    def found_json(found: Found) -> dict[str, Any]:
-        out: dict[str, Any] = {"hits": service.hits_json(found.hits)}
-        if found.rerank_ms is not None:
-            out["rerank_ms"] = found.rerank_ms
-        return out
-
     @api.post("/search")
     def search(body: SearchRequest, request: fastapi.Request) -> dict[str, Any]:
-        if not body.text and not body.image_id and not body.image_url:
-            raise InputError("give a text, an image_id or an image_url (or a text and one more)")
-        if body.image_id and body.image_url:
-            raise InputError("give an image_id or an image_url, not both")
-        where = search_filter(body.folder, body.kind, body.suffixes, body.after, body.before)
-        parts: list[QueryPart] = []
-        if body.image_url:  # may fetch: outside the lock
-            picture = service.url_vector(body.image_url, str(request.base_url))
-            parts.append(QueryPart(body.image_weight, vector=picture))
-        with service.lock:
-            if body.image_id:
-                stored = service.stored_vector(body.image_id)
-                if stored is None:
-                    raise NotFoundError("no such image id")
-                parts.append(QueryPart(body.image_weight, vector=stored))
-            query = service.searcher.query(parts + text_parts(body))
-            return found_json(service.searcher.search(query, body.k, where, body.rerank))
+        return _search(service, body, str(request.base_url))
 
     @api.post("/search/upload")
     def search_upload(
@@ -89,14 +57,24 @@ def search_router(service: Service, authorize: Callable[..., None]) -> Any:
         before: str | None = fastapi.Form(default=None, max_length=40),
     ) -> dict[str, Any]:
         data = file.file.read()
-        form = SearchRequest(
+        form = SearchFields(
             text=text, negative=negative, text_weight=text_weight, negative_weight=negative_weight
         )
         where = search_filter(folder, kind, suffixes or (), after, before)
         with service.lock:
             parts = [QueryPart(image_weight, vector=service.picture_vector(data))]
-            query = service.searcher.query(parts + text_parts(form))
-            return found_json(service.searcher.search(query, k, where))
+            query = service.searcher.query(parts + _text_parts(form))
+            return _found_json(service, service.searcher.search(query, k, where))
+
+    return api
+
+
+def files_router(service: Service, authorize: Callable[..., None]) -> Any:
+    """The ``/api`` router of a hit's thumbnail, heat map and original, by opaque id."""
+    import fastapi
+    from fastapi.responses import FileResponse, Response
+
+    api = fastapi.APIRouter(prefix="/api", dependencies=[fastapi.Depends(authorize)])
 
     def resolve(token: str) -> str:
         with service.lock:
@@ -134,3 +112,42 @@ def search_router(service: Service, authorize: Callable[..., None]) -> Any:
         return FileResponse(path, filename=os.path.basename(path))
 
     return api
+
+
+def _search(service: Service, body: Any, base_url: str) -> dict[str, Any]:
+    """``POST /api/search``: a text, a stored or fetched picture, or both, minus a negative."""
+    if not body.text and not body.image_id and not body.image_url:
+        raise InputError("give a text, an image_id or an image_url (or a text and one more)")
+    if body.image_id and body.image_url:
+        raise InputError("give an image_id or an image_url, not both")
+    where = search_filter(body.folder, body.kind, body.suffixes, body.after, body.before)
+    parts: list[QueryPart] = []
+    if body.image_url:  # may fetch: outside the lock
+        picture = service.url_vector(body.image_url, base_url)
+        parts.append(QueryPart(body.image_weight, vector=picture))
+    with service.lock:
+        if body.image_id:
+            stored = service.stored_vector(body.image_id)
+            if stored is None:
+                raise NotFoundError("no such image id")
+            parts.append(QueryPart(body.image_weight, vector=stored))
+        query = service.searcher.query(parts + _text_parts(body))
+        return _found_json(service, service.searcher.search(query, body.k, where, body.rerank))
+
+
+def _text_parts(body: Any) -> list[QueryPart]:
+    """The weighted text and negative text of a request."""
+    parts = []
+    if body.text:
+        parts.append(QueryPart(body.text_weight, text=body.text))
+    if body.negative:
+        parts.append(QueryPart(-body.negative_weight, text=body.negative))
+    return parts
+
+
+def _found_json(service: Service, found: Found) -> dict[str, Any]:
+    """The response: the hits as JSON, and the re-ranking time when there was one."""
+    out: dict[str, Any] = {"hits": service.hits_json(found.hits)}
+    if found.rerank_ms is not None:
+        out["rerank_ms"] = found.rerank_ms
+    return out
