@@ -3,7 +3,7 @@
 For each size N, N stored vectors and 200 held-out queries are drawn from a low-rank proxy of
 CLIP embeddings (Gaussian latents of ``--rank`` dimensions times a random matrix, plus noise
 at 1% of the power, unit norm; uniform random vectors would make every approximate index
-look broken). Every index is built with :func:`crossmodal.search.vectors.build_vector_index`
+look broken). Every index is built with :func:`crossmodal.index.vectors.build_vector_index`
 and queried one query at a time (a search box, not a batch job). The exact numpy scan is the
 baseline: its answers are the ground truth for Recall@10, and speedups are its p50 latency over
 the other index's. ``auto`` marks the kind :func:`choose_kind` picks for that size.
@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from crossmodal.search.vector_common import VectorIndexOptions
-from crossmodal.search.vectors import VectorIndex, build_vector_index, choose_kind
+from crossmodal.index.vector_common import VectorIndexOptions
+from crossmodal.index.vectors import VectorIndex, build_vector_index, choose_kind
 
 TARGET_P50_MS = 2.0
 TARGET_RECALL = 0.95
@@ -90,7 +90,7 @@ try:
     import faiss
 except ImportError:
     pass
-from crossmodal.search.vectors import load_vector_index
+from crossmodal.index.vectors import load_vector_index
 
 def rss_mb():
     try:

@@ -33,6 +33,7 @@ import numpy.typing as npt
 from crossmodal.data.manifests import ManifestSource
 from crossmodal.encoders import DEFAULT_MODEL, load_encoder
 from crossmodal.encoders.embedder import EmbedConfig, Embedder
+from crossmodal.index.sync import NULL_SAMPLE
 from crossmodal.search.relevance import (
     WEAK_RELEVANCE,
     WEAK_RELEVANCE_COLLECTION,
@@ -41,7 +42,6 @@ from crossmodal.search.relevance import (
     query_language,
     sample_relevance,
 )
-from crossmodal.search.sync import NULL_SAMPLE
 
 THRESHOLDS = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0)
 Array = npt.NDArray[np.float64]

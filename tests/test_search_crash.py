@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from crossmodal.errors import InputError
+from crossmodal.index.lock import writer_lock
 from crossmodal.search.index import Index, IndexConfig
-from crossmodal.search.lock import writer_lock
 
 N_IMAGES = 200
 COMMIT_EVERY = 4

@@ -18,9 +18,9 @@ from PIL import Image, ImageDraw
 
 from crossmodal.cli.main import main
 from crossmodal.errors import InputError
+from crossmodal.index.store import Store
 from crossmodal.search.index import Index, IndexConfig, SearchFilter
 from crossmodal.search.query import Query, parse_query
-from crossmodal.search.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 

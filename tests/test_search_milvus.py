@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from crossmodal.cli.main import main
+from crossmodal.index.vectors import read_vector_index_header
 from crossmodal.search.index import Index, IndexConfig, SearchFilter
-from crossmodal.search.vectors import read_vector_index_header
 from tests.planted import shape_image
 
 pytest.importorskip("pymilvus", reason="pip install 'crossmodal[scale]'")

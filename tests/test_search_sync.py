@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossmodal.search.faiss_index import FaissIndex
-from crossmodal.search.index import VECTORS_NAME, Index
-from crossmodal.search.store import FileRecord, Store, VectorRecord
-from crossmodal.search.sync import kind_fits, sync_vector_index
-from crossmodal.search.vectors import (
+from crossmodal.index.faiss_index import FaissIndex
+from crossmodal.index.store import FileRecord, Store, VectorRecord
+from crossmodal.index.sync import kind_fits, sync_vector_index
+from crossmodal.index.vectors import (
     AUTO_EXACT_MAX_SCALARS,
     VectorIndexOptions,
     build_vector_index,
     load_vector_index,
 )
+from crossmodal.search.index import VECTORS_NAME, Index
 
 DIM = 16
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pytest
 
 from crossmodal.errors import BackendUnavailableError, ConfigError, InputError
-from crossmodal.search.vectors import (
+from crossmodal.index.vectors import (
     AUTO_EXACT_MAX_SCALARS,
     MIN_TRAIN_VECTORS,
     ExactIndex,
@@ -258,7 +258,7 @@ def test_starved_graph_search_falls_back_to_the_scan(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A beam too narrow for the filter returns short rows; the exact scan completes them."""
-    import crossmodal.search.faiss_index as faiss_index_module
+    import crossmodal.index.faiss_index as faiss_index_module
 
     ids, _, queries = data
     index = built["hnsw"]

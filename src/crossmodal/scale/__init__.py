@@ -4,5 +4,5 @@
 --engine ray``: feature shards made by Ray Data actors) and ``train`` (``crossmodal train
 --engine ray``: Ray Train workers running the torchrun code path). Multi-node training
 without Ray is ``torchrun`` (:mod:`crossmodal.train.distributed`); a Milvus vector index is
-a search backend (:mod:`crossmodal.search.milvus_index`).
+a search backend (:mod:`crossmodal.index.milvus_index`).
 """

@@ -9,7 +9,7 @@ from typing import Literal
 
 from crossmodal.data.walk import WalkConfig, WalkProblem, content_hash, walk
 from crossmodal.errors import CrossmodalError
-from crossmodal.search.store import FileRecord, Problem
+from crossmodal.index.store import FileRecord, Problem
 
 __all__ = [
     "MANIFEST_SUFFIXES",

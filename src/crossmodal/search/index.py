@@ -20,7 +20,7 @@ transaction with its vectors, so a killed run loses at most the batch in flight 
 next run finishes the job; nothing is duplicated (paths and (content, frame) are unique
 keys). The vector index used for search is brought up to date from the database whenever
 its saved generation is behind: updated by the vectors added and removed since, or rebuilt
-when that would give a worse index (see :mod:`crossmodal.search.sync`).
+when that would give a worse index (see :mod:`crossmodal.index.sync`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from crossmodal.errors import ConfigError, InputError
+from crossmodal.index.lock import writer_lock
+from crossmodal.index.store import Problem, Store
+from crossmodal.index.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors, vector_backend
 from crossmodal.search.entries import Entry, find_entries, is_manifest
 from crossmodal.search.ingest import ChunkIngest
-from crossmodal.search.lock import writer_lock
 from crossmodal.search.query import Query
 from crossmodal.search.relevance import (
     WEAK_RELEVANCE,
@@ -48,8 +50,6 @@ from crossmodal.search.relevance import (
     hit_relevance,
 )
 from crossmodal.search.results import Hit, IndexConfig, IndexReport, SearchFilter
-from crossmodal.search.store import Problem, Store
-from crossmodal.search.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors, vector_backend
 
 if TYPE_CHECKING:
     from crossmodal.encoders.base import Encoder
@@ -87,7 +87,7 @@ class Index:
 
         self.model = recorded or config.model or DEFAULT_MODEL
         self._encoder: Encoder | None = None
-        self._vectors = DerivedVectors(store, *vector_backend(store, config))
+        self._vectors = DerivedVectors(store, *vector_backend(store, config.vectors))
         self._bank: QueryBank | None = None
         self._weights: str | None = None  # fingerprint of the model's weights, when read
 

@@ -17,9 +17,9 @@ import numpy.typing as npt
 
 from crossmodal.data.video import sample_frames
 from crossmodal.errors import CrossmodalError, InputError
+from crossmodal.index.store import FileRecord, Problem, Store, VectorRecord
 from crossmodal.search.entries import Entry, hash_or_reason, problem_of, record_of
 from crossmodal.search.results import IndexConfig, IndexReport
-from crossmodal.search.store import FileRecord, Problem, Store, VectorRecord
 
 if TYPE_CHECKING:
     from crossmodal.encoders.embedder import Embedder

@@ -37,8 +37,8 @@ from crossmodal.atomic import atomic_write
 from crossmodal.text.language import query_language
 
 if TYPE_CHECKING:
-    from crossmodal.search.store import Store
-    from crossmodal.search.sync import DerivedVectors
+    from crossmodal.index.store import Store
+    from crossmodal.index.sync import DerivedVectors
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from typing import Literal
 from crossmodal.data.video import VideoSampling
 from crossmodal.data.walk import WalkConfig
 from crossmodal.errors import ConfigError
+from crossmodal.index.store import Problem
+from crossmodal.index.sync import BackendChoice
 from crossmodal.search.relevance import WEAK_RELEVANCE
-from crossmodal.search.store import Problem
 
 __all__ = ["WEAK_RELEVANCE", "Hit", "IndexConfig", "IndexReport", "SearchFilter"]
 
@@ -35,6 +36,11 @@ class IndexConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 1 or self.commit_every < 1:
             raise ConfigError("batch_size, workers and commit_every must be at least 1")
+
+    @property
+    def vectors(self) -> BackendChoice:
+        """The vector index this config asks for."""
+        return BackendChoice(self.backend, self.milvus_uri, self.milvus_collection)
 
 
 @dataclass

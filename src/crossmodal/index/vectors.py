@@ -94,10 +94,10 @@ import numpy as np
 import numpy.typing as npt
 
 from crossmodal.errors import ConfigError
-from crossmodal.search.exact_index import ExactIndex
-from crossmodal.search.faiss_index import FaissIndex, _faiss, _new_faiss_index
-from crossmodal.search.milvus_index import read_handle
-from crossmodal.search.vector_common import (
+from crossmodal.index.exact_index import ExactIndex
+from crossmodal.index.faiss_index import FaissIndex, _faiss, _new_faiss_index
+from crossmodal.index.milvus_index import read_handle
+from crossmodal.index.vector_common import (
     KINDS,
     FloatArray,
     IdArray,
@@ -106,7 +106,7 @@ from crossmodal.search.vector_common import (
     _dim_from,
     _SlotTable,
 )
-from crossmodal.search.vector_file import VectorIndexHeader, _IndexFile, _open
+from crossmodal.index.vector_file import VectorIndexHeader, _IndexFile, _open
 
 __all__ = [
     "AUTO_EXACT_MAX_SCALARS",
@@ -240,7 +240,7 @@ def build_vector_index(
         return exact
     options = options or VectorIndexOptions()
     if kind == "milvus":
-        from crossmodal.search.milvus_index import MilvusIndex
+        from crossmodal.index.milvus_index import MilvusIndex
 
         milvus = MilvusIndex(dim, options, create=True)
         milvus.add(id_arr, vec)
@@ -291,7 +291,7 @@ def load_vector_index(path: str | os.PathLike[str]) -> tuple[VectorIndex, int]:
     """
     handle = read_handle(Path(path))
     if handle is not None:  # a milvus index: reconnect to its collection
-        from crossmodal.search.milvus_index import MilvusIndex
+        from crossmodal.index.milvus_index import MilvusIndex
 
         options = VectorIndexOptions(**handle["options"])
         generation = int(handle["generation"])

@@ -1,6 +1,6 @@
 """Keeping the derived vector index in step with the database, without rebuilding it each time.
 
-The database (:mod:`crossmodal.search.store`) is the source of truth; the vector index is a
+The database (:mod:`crossmodal.index.store`) is the source of truth; the vector index is a
 derived file saved with the database generation it reflects. When the generation has moved
 on (files were indexed or removed), :func:`sync_vector_index` brings a stale index up to
 date by the difference of ids: vector ids are never reused (``AUTOINCREMENT``) and a stored
@@ -12,7 +12,7 @@ It rebuilds from every stored vector instead when updating would give a worse in
 rebuild:
 
 * the kind no longer fits the size: ``auto`` switches from ``exact`` to ``ivfpq`` past
-  :data:`~crossmodal.search.vectors.AUTO_EXACT_MAX_SCALARS` (and an ``hnsw`` index that an
+  :data:`~crossmodal.index.vectors.AUTO_EXACT_MAX_SCALARS` (and an ``hnsw`` index that an
   older ``auto`` built becomes ``ivfpq``), and a ``hnsw`` or ``ivfpq`` asked for while too
   small to train was built as ``flat`` and is trained once large enough;
 * an ``ivfpq`` index has outgrown its lists: it was trained with ``sqrt(N)`` lists and the
@@ -34,10 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.search.faiss_index import FaissIndex, ivf_lists
-from crossmodal.search.results import IndexConfig
-from crossmodal.search.store import Store
-from crossmodal.search.vectors import (
+from crossmodal.index.faiss_index import FaissIndex, ivf_lists
+from crossmodal.index.store import Store
+from crossmodal.index.vectors import (
     MIN_TRAIN_VECTORS,
     VectorIndex,
     VectorIndexOptions,
@@ -48,6 +47,7 @@ from crossmodal.search.vectors import (
 
 __all__ = [
     "NULL_SAMPLE",
+    "BackendChoice",
     "REBUILD_CHANGED_FRACTION",
     "VECTORS_NAME",
     "DerivedVectors",
@@ -135,14 +135,23 @@ def sync_vector_index(
     return SyncResult(index, len(ids), 0, rebuilt=True)
 
 
-def vector_backend(store: Store, config: IndexConfig) -> tuple[str, VectorIndexOptions | None]:
-    """The vector index kind and settings: the config's, or the milvus one recorded.
+@dataclass(frozen=True)
+class BackendChoice:
+    """The vector index asked for: a kind, and where Milvus keeps it when the kind is milvus."""
+
+    kind: str = "auto"  # auto, exact, flat, hnsw, ivfpq, milvus
+    milvus_uri: str | None = None  # a Milvus Lite file or http://host:port; None: DB/milvus.db
+    milvus_collection: str | None = None  # None: "crossmodal"
+
+
+def vector_backend(store: Store, config: BackendChoice) -> tuple[str, VectorIndexOptions | None]:
+    """The vector index kind and settings: the choice's, or the milvus one recorded.
 
     ``--backend milvus`` is recorded in the database, so that later opens (searches,
     re-indexing) use the same collection without being told again.
     """
     recorded = store.get_meta(BACKEND_KEY) or ""
-    if config.backend == "milvus":
+    if config.kind == "milvus":
         uri = config.milvus_uri or str(store.directory / "milvus.db")
         if "://" not in uri:
             uri = os.path.abspath(os.path.expanduser(uri))
@@ -150,13 +159,13 @@ def vector_backend(store: Store, config: IndexConfig) -> tuple[str, VectorIndexO
         if recorded != json.dumps(target):
             with store.transaction():
                 store.set_meta(BACKEND_KEY, json.dumps(target))
-    elif recorded and config.backend == "auto":
+    elif recorded and config.kind == "auto":
         target = json.loads(recorded)
     else:
         if recorded:
             with store.transaction():
                 store.set_meta(BACKEND_KEY, "")  # back to a local kind
-        return config.backend, None
+        return config.kind, None
     options = VectorIndexOptions(milvus_uri=target["uri"], milvus_collection=target["collection"])
     return "milvus", options
 

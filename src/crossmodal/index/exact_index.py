@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crossmodal.errors import ConfigError
-from crossmodal.search.vector_common import (
+from crossmodal.index.vector_common import (
     BoolArray,
     FloatArray,
     IdArray,
@@ -22,7 +22,7 @@ from crossmodal.search.vector_common import (
     _labels_of,
     _SlotTable,
 )
-from crossmodal.search.vector_file import _array_source, _header_dict, _SectionSource, _write_file
+from crossmodal.index.vector_file import _array_source, _header_dict, _SectionSource, _write_file
 
 __all__ = ["ExactIndex"]
 

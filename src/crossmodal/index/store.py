@@ -11,10 +11,10 @@ commit: files are only recorded together with their vectors, and re-running the 
 finishes the job. ``generation`` grows with every commit that changes vectors; a derived
 vector index (FAISS, or the exact matrix) saved with the generation it was built at is
 known to be stale when the numbers differ, and is brought up to date from here
-(:mod:`crossmodal.search.sync`: vector ids are never reused and vectors never change).
+(:mod:`crossmodal.index.sync`: vector ids are never reused and vectors never change).
 
-Schema changes go through :data:`~crossmodal.search.schema.MIGRATIONS` (with the row
-records, in :mod:`crossmodal.search.schema`), run in one transaction on open. A database
+Schema changes go through :data:`~crossmodal.index.schema.MIGRATIONS` (with the row
+records, in :mod:`crossmodal.index.schema`), run in one transaction on open. A database
 newer than this code is refused.
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crossmodal.errors import ConfigError, InputError
-from crossmodal.search.schema import (
+from crossmodal.index.schema import (
     DB_NAME,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -55,7 +55,7 @@ class Store:
     """The SQLite database of one index directory (one connection; one thread).
 
     Open several for several readers; one writer at a time (the indexer holds
-    :func:`crossmodal.search.lock.writer_lock`).
+    :func:`crossmodal.index.lock.writer_lock`).
     """
 
     def __init__(

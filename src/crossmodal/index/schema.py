@@ -1,7 +1,7 @@
 """The index database's schema and its rows: migrations, file, vector and problem records.
 
 Schema changes go through :data:`MIGRATIONS`: version ``n`` is reached from ``n - 1`` by the
-``n``-th script, which :class:`crossmodal.search.store.Store` runs in one transaction on open.
+``n``-th script, which :class:`crossmodal.index.store.Store` runs in one transaction on open.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ The collection has two fields, ``id`` (INT64, the SQLite vector id) and ``vector
 ``ef_search`` of :class:`VectorIndexOptions`; ``milvus_index="FLAT"`` for exact answers).
 
 Saving writes a small JSON *handle* in place of the index file (URI, collection, dim, count,
-generation; no vectors, no token): :func:`~crossmodal.search.vectors.load_vector_index`
+generation; no vectors, no token): :func:`~crossmodal.index.vectors.load_vector_index`
 reconnects through it, and the generation keeps the database and the collection in step as
 for a local index. Writes are upserts by id, so a crash between writing the collection and
 the handle is mended by the next sync (the diff of ids).
@@ -40,7 +40,7 @@ import numpy.typing as npt
 
 from crossmodal.atomic import atomic_write_text
 from crossmodal.errors import BackendUnavailableError, ConfigError, InputError
-from crossmodal.search.vector_common import (
+from crossmodal.index.vector_common import (
     FloatArray,
     IdArray,
     VectorIndexOptions,
@@ -119,7 +119,7 @@ def _release(uri: str) -> None:
 
 
 class MilvusIndex:
-    """A :class:`~crossmodal.search.vectors.VectorIndex` on one Milvus collection."""
+    """A :class:`~crossmodal.index.vectors.VectorIndex` on one Milvus collection."""
 
     kind = "milvus"
 

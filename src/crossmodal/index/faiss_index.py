@@ -1,7 +1,7 @@
 """FAISS vector indexes (``flat``, ``hnsw``, ``ivfpq``) keyed by our int64 ids through a slot table.
 
 How the kinds are built, searched with ``allowed`` and tombstoned is in the docstring of
-:mod:`crossmodal.search.vectors`, the public entry point.
+:mod:`crossmodal.index.vectors`, the public entry point.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crossmodal.errors import BackendUnavailableError, ConfigError
-from crossmodal.search.vector_common import (
+from crossmodal.index.vector_common import (
     FloatArray,
     IdArray,
     VectorIndexOptions,
@@ -29,7 +29,7 @@ from crossmodal.search.vector_common import (
     _labels_of,
     _SlotTable,
 )
-from crossmodal.search.vector_file import (
+from crossmodal.index.vector_file import (
     _array_source,
     _faiss_source,
     _header_dict,

@@ -1,6 +1,6 @@
 """What the vector index modules share: kinds, options, argument checks and the slot table.
 
-The public entry point is :mod:`crossmodal.search.vectors`; its docstring explains the kinds,
+The public entry point is :mod:`crossmodal.index.vectors`; its docstring explains the kinds,
 the options' measured defaults and how ``allowed`` and removal work.
 """
 

@@ -4,7 +4,7 @@ The sections are the FAISS index through ``faiss.write_index``, or raw little-en
 for ``exact`` (never pickle); the footer holds the format, kind, dim, count, tombstones, the
 caller's ``generation``, the options and each section's offset, size and CRC-32. Reading
 checks every section against its checksum before using it, and a truncated or corrupt file
-raises :class:`InputError` naming the file. See :mod:`crossmodal.search.vectors`.
+raises :class:`InputError` naming the file. See :mod:`crossmodal.index.vectors`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from crossmodal.atomic import atomic_write
 from crossmodal.errors import ConfigError, InputError
-from crossmodal.search.vector_common import KINDS, VectorIndexOptions
+from crossmodal.index.vector_common import KINDS, VectorIndexOptions
 
 __all__ = ["FORMAT_VERSION", "VectorIndexHeader"]
 
