@@ -155,14 +155,14 @@ def _ray_features(args: argparse.Namespace, index: Any) -> list[Path]:
 
     from crossmodal.prep.extract import ExtractConfig
     from crossmodal.scale.extract import SourceSpec, extract_features_ray
-    from crossmodal.search.entries import is_manifest
+    from crossmodal.search.entries import is_manifest_file
 
     config = ExtractConfig(shard_size=1000, texts=False, batch_size=args.batch_size)
     folders = []
     for path in (os.path.abspath(p) for p in args.paths):
         if os.path.isdir(path):
             spec = SourceSpec(path, {"tree": True})
-        elif is_manifest(path):
+        elif is_manifest_file(path):
             spec = SourceSpec(path, {"on_missing": "skip"})
         else:
             continue  # single files (and videos' frames) are embedded here

@@ -7,16 +7,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from crossmodal.data.sources import is_manifest
 from crossmodal.data.walk import WalkConfig, WalkProblem, content_hash, walk
 from crossmodal.errors import CrossmodalError
 from crossmodal.index.store import FileRecord, Problem
 
 __all__ = [
-    "MANIFEST_SUFFIXES",
     "Entry",
     "find_entries",
     "hash_or_reason",
-    "is_manifest",
+    "is_manifest_file",
     "problem_of",
     "record_of",
 ]
@@ -34,11 +34,9 @@ class Entry:
     caption: str | None
 
 
-MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
-
-
-def is_manifest(path: str) -> bool:
-    return os.path.isfile(path) and path.lower().endswith(MANIFEST_SUFFIXES)
+def is_manifest_file(path: str) -> bool:
+    """Whether ``path`` is a manifest file (an existing ``.csv`` / ``.tsv`` / ``.jsonl``)."""
+    return os.path.isfile(path) and is_manifest(path)
 
 
 def manifest_entries(manifest: str) -> Iterator[Entry | Problem]:

@@ -40,9 +40,9 @@ from crossmodal.errors import ConfigError, InputError
 from crossmodal.index.lock import writer_lock
 from crossmodal.index.store import Problem, Store
 from crossmodal.index.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors, vector_backend
-from crossmodal.search.entries import Entry, find_entries, is_manifest
+from crossmodal.search.entries import Entry, find_entries, is_manifest_file
 from crossmodal.search.ingest import ChunkIngest
-from crossmodal.search.query import Query
+from crossmodal.search.query import Query, unit_sum
 from crossmodal.search.relevance import (
     WEAK_RELEVANCE,
     WEAK_RELEVANCE_COLLECTION,
@@ -193,7 +193,7 @@ class Index:
             self._record_model()
             known = self.store.files_under(roots)
             old_problems = self.store.problem_stamps(roots)
-            manifests = {r for r in roots if is_manifest(r)}
+            manifests = {r for r in roots if is_manifest_file(r)}
             seen: set[str] = set()
             todo: list[Entry] = []
             problems: list[tuple[Problem, int | None, int | None]] = []
@@ -326,25 +326,24 @@ class Index:
         return self._embedder().embed_texts(texts)
 
     def query_vector(self, query: Query) -> npt.NDArray[np.float32]:
-        """The unit vector of a query: the normalised weighted sum of its terms."""
-        total = np.zeros(self.encoder.dim, dtype=np.float64)
+        """The unit vector of a query: the normalised weighted sum of its terms.
+
+        Raises:
+            InputError: The terms cancel out, or an image term does not decode.
+        """
         texts = [t for t in query.terms if t.text is not None]
         images = [t for t in query.terms if t.image is not None]
+        parts: list[tuple[float, npt.NDArray[np.float32]]] = []
         if texts:
             vectors = self.text_vectors([t.text for t in texts if t.text is not None])
-            for term, vector in zip(texts, vectors, strict=True):
-                total += term.weight * vector
+            parts += [(t.weight, v) for t, v in zip(texts, vectors, strict=True)]
         if images:
             from crossmodal.encoders.embedder import EmbedConfig, Embedder
 
             strict = Embedder(self.encoder, EmbedConfig(on_error="raise"))
             result = strict.embed_images([str(t.image) for t in images])
-            for term, vector in zip(images, result.vectors, strict=True):
-                total += term.weight * vector
-        norm = float(np.linalg.norm(total))
-        if norm < 1e-8:
-            raise InputError("the query's terms cancel out; change the weights")
-        return (total / norm).astype(np.float32)
+            parts += [(t.weight, v) for t, v in zip(images, result.vectors, strict=True)]
+        return unit_sum(parts)
 
     def search(
         self,

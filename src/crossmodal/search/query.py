@@ -15,14 +15,17 @@ unit embeddings, as in rclip: negative terms push their concept away.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from crossmodal.data.files import is_image_path
 from crossmodal.errors import InputError
 
-__all__ = ["Query", "Term", "parse_query"]
+__all__ = ["Query", "Term", "parse_query", "unit_sum"]
 
 _WEIGHT = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.+)$", re.DOTALL)
 _PATH_PREFIXES = ("./", "../", "/", "~")
@@ -113,3 +116,19 @@ def _existing_image(path: Path) -> Path:
     if not path.is_file():
         raise InputError(f"image query {path}: no such file (quote it to search it as text)")
     return path
+
+
+def unit_sum(parts: Iterable[tuple[float, npt.ArrayLike]]) -> npt.NDArray[np.float32]:
+    """The normalised weighted sum of ``(weight, unit vector)`` parts: a query's vector.
+
+    Raises:
+        InputError: No parts, or parts that cancel out.
+    """
+    total: npt.NDArray[np.float64] | None = None
+    for weight, vector in parts:
+        term = weight * np.asarray(vector, dtype=np.float64)
+        total = term if total is None else total + term
+    norm = 0.0 if total is None else float(np.linalg.norm(total))
+    if total is None or norm < 1e-8:
+        raise InputError("the query's parts cancel out (or there are none); change the weights")
+    return (total / norm).astype(np.float32)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crossmodal.errors import ConfigError, InputError
+from crossmodal.search.query import unit_sum
 from crossmodal.search.results import Hit, SearchFilter
 
 if TYPE_CHECKING:
@@ -80,16 +81,14 @@ class Searcher:
         """
         if not parts:
             raise InputError("empty query: give a text, a picture, or both")
-        texts = [p for p in parts if p.text is not None]
-        total = np.zeros(self.index.encoder.dim, dtype=np.float64)
-        if texts:
-            embedded = self.index.text_vectors([p.text for p in texts if p.text is not None])
-            for part, v in zip(texts, embedded, strict=True):
-                total += part.weight * v
-        for part in parts:
-            if part.vector is not None:
-                total += part.weight * np.asarray(part.vector, dtype=np.float64)
-        return self._finish(total, parts)
+        texts = [p.text for p in parts if p.text is not None]
+        vectors: Iterator[npt.NDArray[np.float32]] = iter(
+            self.index.text_vectors(texts) if texts else []
+        )
+        weighted = [(p.weight, next(vectors) if p.vector is None else p.vector) for p in parts]
+        only_texts = len(texts) == len(parts)
+        one_text = only_texts and len(parts) == 1 and parts[0].weight > 0
+        return SearchQuery(unit_sum(weighted), tuple(texts) if only_texts else None, one_text)
 
     def parsed(self, query: Query) -> SearchQuery:
         """A parsed query (``a red car + 0.5:photo.jpg - night``): image terms embedded
@@ -142,18 +141,6 @@ class Searcher:
         rescored = rerank_hits(self.index, self.reranker, query.vector, hits, rerank)
         took = round((time.perf_counter() - started) * 1e3, 1)
         return Found(rescored[:k], took, min(rerank, len(hits)))
-
-    @staticmethod
-    def _finish(total: npt.NDArray[np.float64], parts: Sequence[QueryPart]) -> SearchQuery:
-        norm = float(np.linalg.norm(total))
-        if norm < 1e-8:
-            raise InputError("the query's parts cancel out; change the weights")
-        texts = tuple(p.text for p in parts if p.text is not None)
-        only_texts = len(texts) == len(parts)
-        one_text = only_texts and len(parts) == 1 and parts[0].weight > 0
-        return SearchQuery(
-            (total / norm).astype(np.float32), texts if only_texts else None, one_text
-        )
 
 
 def parse_date(text: str | None, name: str) -> float | None:
