@@ -27,6 +27,7 @@ from crossmodal.data.images import jpeg_data_uri, load_image
 from crossmodal.errors import CrossmodalError, InputError, short_message
 from crossmodal.eval import plots
 from crossmodal.eval.results import RetrievalExample, RetrievalResult, Skipped, ZeroShotResult
+from crossmodal.pages import html_document
 
 __all__ = [
     "MAX_MISCLASSIFIED",
@@ -50,20 +51,10 @@ _CLIP_BENCHMARK_KEYS = {
 _DIRECTION_NAMES = {"text_to_image": "text → image", "image_to_text": "image → text"}
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans CJK SC",
-"PingFang SC","Microsoft YaHei",sans-serif;color:#1d2330;
-background:#f3f5f8;margin:0}
-main{max-width:1150px;margin:0 auto;padding:24px}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:0 0 12px}
-section{background:#fff;border:1px solid #dde2ea;border-radius:8px;padding:16px 20px;
-margin:0 0 18px}
+table{width:100%}table.metrics{width:auto;min-width:60%}
+tr.group td{background:#eef2f8;font-weight:600;color:#34405a}
 dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:12px 0}
 dl.meta dt{color:#5b6475}dl.meta dd{margin:0;overflow-wrap:anywhere}
-table{border-collapse:collapse;width:100%}table.metrics{width:auto;min-width:60%}
-th,td{text-align:left;padding:5px 10px;border-bottom:1px solid #e8ebf0;vertical-align:top}
-th{background:#f7f8fa;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.group td{background:#eef2f8;font-weight:600;color:#34405a}
-code{font:12px ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere}
 details summary{cursor:pointer;color:#2a5db0}details ul{max-height:320px;overflow:auto}
 figure{margin:0 0 16px;text-align:center}figure img{max-width:100%;height:auto}
 .thumb{width:96px;height:96px;object-fit:contain;background:#fff;border:3px solid #fff;
@@ -71,15 +62,12 @@ border-radius:4px;display:inline-block;vertical-align:top}
 .thumb.gold,div.thumb.missing.gold{border-color:#2e9e4f}
 div.thumb.missing{box-sizing:border-box;color:#8a93a3;font-size:11px;text-align:center;
 padding-top:36px;border:2px dashed #c9ced8;background:#f5f6f8}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(116px,1fr));gap:10px}
-.card{font-size:12px;text-align:center;overflow-wrap:anywhere}
-.true{color:#2e7d32}.pred{color:#c62828}.muted{color:#6b7385}
+.card{font-size:12px;text-align:center;border:0;padding:0;background:none}
+.true{color:#2e7d32}.pred{color:#c62828}
 ol.captions{margin:0;padding-left:20px}ol.captions li.gold{color:#2e7d32;font-weight:600}
 .badge{display:inline-block;background:#fdecea;color:#b3261e;border-radius:10px;padding:0 8px;
 font-size:12px;font-weight:600}
-"""
-# The page may load nothing: images only from data: URIs, styles only inline, no scripts.
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+"""  # the reports' own rules, after crossmodal.pages.STYLESHEET
 
 
 def write_report(result: ZeroShotResult | RetrievalResult, out_dir: str | os.PathLike[str]) -> Path:
@@ -141,15 +129,7 @@ def render_report(result: ZeroShotResult | RetrievalResult) -> str:
 
 def html_page(title: str, model: str, main: str) -> str:
     """A self-contained report page: ``main``'s HTML in the reports' style, nothing loaded."""
-    head = (
-        f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{escape(title)}: {escape(model)}</title><style>{_CSS}</style>"
-    )
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head>'
-        f"<body><main>{main}</main></body></html>\n"
-    )
+    return html_document(f"{title}: {model}", main, css=_CSS)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,19 +23,15 @@ from typing import Any, Final
 from crossmodal.atomic import atomic_write_text
 from crossmodal.data.images import jpeg_data_uri, load_image
 from crossmodal.errors import CrossmodalError, InputError
+from crossmodal.pages import html_document
 from crossmodal.prep.labeling import LabelledItem, LabelResult
 
 __all__ = ["LabelOutputs", "write_label_outputs"]
 
 THUMB: Final = 128  # longest side of a review thumbnail
 MAX_REVIEW_CARDS: Final = 500  # the page shows at most this many items (the jsonl has all)
-_CSP: Final = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _CSS: Final = (
-    "body{font:14px system-ui,sans-serif;margin:2em;color:#222}.cards{display:flex;"
-    "flex-wrap:wrap;gap:12px}.card{width:220px;border:1px solid #ccc;border-radius:6px;"
-    "padding:8px}.card img{max-width:128px;max-height:128px}.src{font-family:monospace;"
-    "font-size:12px;word-break:break-all}.bar{background:#4a7;height:6px}"
-    "table{border-collapse:collapse}td,th{padding:2px 10px;border-bottom:1px solid #ddd}"
+    ".card{width:220px}.card img{max-width:128px;max-height:128px}.bar{background:#4a7;height:6px}"
 )
 
 
@@ -130,11 +126,7 @@ def render_review_page(result: LabelResult, report: dict[str, Any]) -> str:
         f"<h1>{escape(title)}</h1>{''.join(lines)}<h2>Needs review{more}</h2>"
         f'<div class="cards">{cards}</div>'
     )
-    head = (
-        f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        f"<title>{escape(title)}</title><style>{_CSS}</style>"
-    )
-    return f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head><body>{body}</body></html>\n'
+    return html_document(title, body, css=_CSS)
 
 
 def _percent(value: float | None) -> str:

@@ -18,6 +18,7 @@ from PIL import Image
 from crossmodal.atomic import atomic_write_text
 from crossmodal.data.images import jpeg_data_uri
 from crossmodal.errors import CrossmodalError
+from crossmodal.pages import html_document
 
 if TYPE_CHECKING:
     from crossmodal.search.index import Hit
@@ -27,17 +28,13 @@ __all__ = ["thumbnail_data_uri", "write_results_page"]
 THUMB = 224  # longest side of a thumbnail, pixels
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}
-h1{font-size:1.2rem}
-h2{font-size:1rem;margin-top:1.5rem}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:12px}
-figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:8px;padding:8px}
+.grid{grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:12px}
+figure{margin:0;background:#fff;border:1px solid #dde2ea;border-radius:8px;padding:8px}
 figure.weak{opacity:.55}
 figure img{width:100%;height:224px;object-fit:contain;background:#fff}
 figure img.heat{height:160px;margin-top:4px}
-figcaption{font-size:.8rem;word-break:break-all}
+figcaption{font-size:12px;word-break:break-all}
 .score{font-weight:600}
-.tag{display:inline-block;font-size:.7rem;padding:0 4px;border-radius:4px;background:#eee}
 """
 
 
@@ -59,13 +56,8 @@ def write_results_page(
             f"<section><h2>{html.escape(query)}</h2>"
             f'<div class="grid">{cards or "<p>No hits.</p>"}</div></section>'
         )
-    text = (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>crossmodal: {html.escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><h1>crossmodal search: {html.escape(title)}</h1>"
-        + "\n".join(parts)
-        + "</body></html>\n"
-    )
+    body = f"<h1>crossmodal search: {html.escape(title)}</h1>" + "\n".join(parts)
+    text = html_document(f"crossmodal: {title}", body, css=_STYLE)
     return atomic_write_text(path, text)
 
 

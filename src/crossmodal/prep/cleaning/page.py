@@ -14,20 +14,15 @@ import numpy as np
 
 from crossmodal.data.images import jpeg_data_uri, load_image
 from crossmodal.errors import CrossmodalError
+from crossmodal.pages import html_document
 from crossmodal.prep.cleaning.pipeline import RULES, CleanItem, CleanResult
 
 __all__ = ["RULE_DESCRIPTIONS", "render_clean_page"]
 
 THUMB: Final = 128  # longest side of a thumbnail, pixels
 _NO_THUMBNAIL: Final = frozenset({"source", "image_corrupt", "image_bomb"})
-_CSP: Final = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _CSS: Final = (
-    "body{font:14px system-ui,sans-serif;margin:2em;color:#222}"
-    "table{border-collapse:collapse}td,th{padding:2px 10px;border-bottom:1px solid #ddd;"
-    "text-align:left}td.n{text-align:right}.cards{display:flex;flex-wrap:wrap;gap:12px}"
-    ".card{width:280px;border:1px solid #ccc;border-radius:6px;padding:8px}"
-    ".card img{max-width:128px;max-height:128px;margin-right:4px}.why{color:#a00}"
-    ".src{font-family:monospace;font-size:12px;word-break:break-all}"
+    ".card{width:280px}.card img{max-width:128px;max-height:128px;margin-right:4px}.why{color:#a00}"
 )
 
 RULE_DESCRIPTIONS: Final = {
@@ -59,11 +54,7 @@ def render_clean_page(report: dict[str, Any], result: CleanResult) -> str:
         f"<h1>{escape(title)}</h1>{summary}{_rules_table(report)}{_languages(report)}"
         f"{_histogram(result, report['similarity_threshold'])}{_examples(report, result)}"
     )
-    head = (
-        f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        f"<title>{escape(title)}</title><style>{_CSS}</style>"
-    )
-    return f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head><body>{body}</body></html>\n'
+    return html_document(title, body, css=_CSS)
 
 
 def _rules_table(report: dict[str, Any]) -> str:
