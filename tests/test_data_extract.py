@@ -116,6 +116,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path / "data", copies=6)  # 253 images
     command = [

@@ -86,6 +86,7 @@ def _single_process(folder: Path, out: Path, config: ExtractConfig) -> None:
     extract_features(open_source(folder, tree=True), _encoder(), out, config)
 
 
+@pytest.mark.slow
 def test_ray_writes_the_single_process_shards(local_ray: Any, tmp_path: Path) -> None:
     folder = _folder(tmp_path / "pics", 200, 64)
     config = ExtractConfig(shard_size=50, batch_size=32)
@@ -101,6 +102,7 @@ def test_ray_writes_the_single_process_shards(local_ray: Any, tmp_path: Path) ->
     assert (again.written, again.skipped) == (0, 4)  # resumed: nothing left to do
 
 
+@pytest.mark.slow
 def test_killing_an_actor_mid_job_still_writes_every_shard_once(
     local_ray: Any, tmp_path: Path
 ) -> None:
@@ -141,6 +143,7 @@ def test_killing_an_actor_mid_job_still_writes_every_shard_once(
     assert not list(out.rglob("*.tmp*"))  # no half-written file left by the killed actor
 
 
+@pytest.mark.slow
 def test_index_with_the_ray_engine(
     local_ray: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -164,6 +167,7 @@ def test_index_with_the_ray_engine(
     assert "unchanged 30" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_one_shard_per_input_tar(local_ray: Any, tmp_path: Path) -> None:
     """WebDataset input, ``shard_by="input"``: output shard k is input tar k, on Ray too."""
     from crossmodal.errors import ConfigError

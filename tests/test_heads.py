@@ -183,6 +183,7 @@ def test_bad_configurations_name_the_problem() -> None:
         MultimodalClassifier("attention", 4, 3)({"h_t": torch.randn(2, 4)})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
 def test_every_classifier_learns_a_task_that_needs_both_modalities(kind: str) -> None:
     """Label = (image cluster + text cluster) mod 3: only a head seeing both can learn it."""

@@ -34,7 +34,10 @@ def _tiny_input(name: str) -> CLIP:
     return CLIP(dataclasses.replace(cfg, vision=vision, text=text))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if "-L-" in n else n for n in list_models()],
+)
 def test_every_config_runs_forward_and_backward(name: str) -> None:
     model = _tiny_input(name)
     cfg = model.config

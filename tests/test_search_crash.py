@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from crossmodal.errors import InputError
@@ -73,6 +74,7 @@ def _state(db: Path) -> tuple[dict[str, str], dict[tuple[str, float], bytes]]:
     return files, vectors
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     gallery = _shapes(tmp_path, N_IMAGES)
     clean = tmp_path / "clean"
@@ -114,6 +116,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     assert hits == expected_hits
 
 
+@pytest.mark.slow
 def test_readers_search_while_one_writer_indexes(tmp_path: Path) -> None:
     gallery = _shapes(tmp_path, N_IMAGES)
     db = tmp_path / "db"

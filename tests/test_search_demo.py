@@ -11,6 +11,7 @@ from crossmodal.search.demo import run_demo
 from tests.test_emoji_data import cache  # noqa: F401  (the fixture: fake source packages)
 
 
+@pytest.mark.slow
 def test_demo_builds_indexes_searches_and_writes_the_page(
     tmp_path: Path,
     cache: Path,  # noqa: F811

@@ -224,6 +224,7 @@ def test_vectors_are_the_models(tmp_path: Path) -> None:
     np.testing.assert_allclose(stored, direct, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # a bomb on purpose
 def test_a_folder_of_bad_files_is_indexed_without_a_crash(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

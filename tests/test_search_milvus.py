@@ -55,6 +55,7 @@ def _index(*args: str) -> str:
     return out.getvalue()
 
 
+@pytest.mark.slow
 def test_milvus_lite_answers_like_the_exact_backend(tmp_path: Path) -> None:
     gallery = _gallery(tmp_path / "photos")
     _index(str(gallery), "--db", str(tmp_path / "exact"), "--backend", "exact")
@@ -141,6 +142,7 @@ def milvus_server(tmp_path: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_milvus_server_over_the_network(tmp_path: Path, milvus_server: str) -> None:
     gallery = _gallery(tmp_path / "photos")
     _index(str(gallery), "--db", str(tmp_path / "exact"), "--backend", "exact")

@@ -54,6 +54,7 @@ def test_torchrun_two_processes_follow_one_process(
     _same_weights(out, one_process)
 
 
+@pytest.mark.slow
 def test_ray_train_workers_follow_one_process(
     manifest: Path,  # noqa: F811
     one_process: Path,

@@ -183,6 +183,7 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch's unpickler
 def test_pickle_with_code_payload_is_refused_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
@@ -201,6 +202,8 @@ def test_pickle_with_code_payload_is_refused_and_never_runs(tmp_path: Path) -> N
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # making the archive
+@pytest.mark.filterwarnings("ignore:'torch.load' received a zip file:UserWarning")  # refused
 def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
     scripted = torch.jit.script(torch.nn.Linear(2, 2))
     path = tmp_path / "ViT-B-32.pt"
