@@ -230,7 +230,7 @@ def expand_shards(paths_or_glob: PathLike | Sequence[PathLike]) -> list[str]:
     """
     shards: dict[str, None] = {}  # insertion-ordered set
     for spec in _shard_specs(paths_or_glob):
-        for pattern in _expand_braces(spec):
+        for pattern in expand_braces(spec):
             if is_url(pattern):
                 shards.update(dict.fromkeys(_expand_url(pattern)))
             elif any(c in pattern for c in "*?["):
@@ -288,7 +288,7 @@ def _shard_specs(paths_or_glob: PathLike | Sequence[PathLike]) -> list[str]:
     return [os.fspath(p) for p in paths_or_glob]
 
 
-def _expand_braces(pattern: str) -> list[str]:
+def expand_braces(pattern: str) -> list[str]:
     """Every string a brace pattern stands for, left to right (``a{1..2}b`` → a1b, a2b)."""
     match = _BRACE.search(pattern)
     if match is None:
@@ -307,7 +307,7 @@ def _expand_braces(pattern: str) -> list[str]:
     else:  # not a brace expression: keep the braces as text
         choices = ["\0" + body + "\1"]
     head, tail = pattern[: match.start()], pattern[match.end() :]
-    out = [head + choice + rest for choice in choices for rest in _expand_braces(tail)]
+    out = [head + choice + rest for choice in choices for rest in expand_braces(tail)]
     return [s.replace("\0", "{").replace("\1", "}") for s in out]
 
 

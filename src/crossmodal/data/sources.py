@@ -23,7 +23,7 @@ from typing import Any
 from crossmodal.data.files import is_image_path
 from crossmodal.data.manifests import ManifestSource
 from crossmodal.data.samples import DataSource, PathLike, Sample, Skipped
-from crossmodal.data.shards import WebDatasetSource, _expand_braces, expand_shards, is_url
+from crossmodal.data.shards import WebDatasetSource, expand_braces, expand_shards, is_url
 from crossmodal.data.walk import find_images
 from crossmodal.errors import ConfigError, InputError
 
@@ -173,7 +173,7 @@ def open_source(path: PathLike, *, tree: Any = False, **options: Any) -> DataSou
         kind = ImageTreeSource if tree else FolderSource
     elif Path(text).suffix.lower() in MANIFEST_SUFFIXES:
         kind = ManifestSource
-    elif all(p.lower().endswith(".tar") for p in _expand_braces(text)):
+    elif all(p.lower().endswith(".tar") for p in expand_braces(text)):
         kind = WebDatasetSource
     else:
         missing = "" if os.path.exists(text) else " (no such file or directory)"

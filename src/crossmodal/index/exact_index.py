@@ -13,16 +13,16 @@ from crossmodal.index.vector_common import (
     BoolArray,
     FloatArray,
     IdArray,
-    _allowed_ids,
-    _check_ids,
-    _check_k,
-    _check_pairs,
-    _check_vectors,
-    _empty_result,
-    _labels_of,
-    _SlotTable,
+    SlotTable,
+    check_ids,
+    check_k,
+    check_pairs,
+    check_vectors,
+    empty_result,
+    labels_of,
+    unique_allowed_ids,
 )
-from crossmodal.index.vector_file import _array_source, _header_dict, _SectionSource, _write_file
+from crossmodal.index.vector_file import SectionSource, array_source, header_dict, write_index_file
 
 __all__ = ["ExactIndex"]
 
@@ -74,7 +74,7 @@ class ExactIndex:
             raise ConfigError(f"dim: expected a positive vector width, got {dim}")
         self._dim = dim
         self._vectors: FloatArray = np.zeros((0, dim), np.float32)  # (capacity, D)
-        self._table = _SlotTable()
+        self._table = SlotTable()
         self.generation = generation  # set by load_vector_index and save
 
     @property
@@ -100,7 +100,7 @@ class ExactIndex:
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         """Store ``vectors`` under ``ids``; an id already stored is replaced."""
-        id_arr, vec = _check_pairs(ids, vectors, self._dim)
+        id_arr, vec = check_pairs(ids, vectors, self._dim)
         if len(id_arr) == 0:
             return
         self.remove(id_arr)
@@ -114,7 +114,7 @@ class ExactIndex:
 
     def remove(self, ids: npt.ArrayLike) -> int:
         """Remove ``ids`` (unknown ones are ignored); return how many were removed."""
-        slots = self._table.slots_of(np.unique(_check_ids(ids, "ids")))
+        slots = self._table.slots_of(np.unique(check_ids(ids, "ids")))
         if len(slots) == 0:
             return 0
         n = len(self)
@@ -128,18 +128,18 @@ class ExactIndex:
         self, queries: npt.ArrayLike, k: int, allowed: npt.ArrayLike | None = None
     ) -> tuple[FloatArray, IdArray]:
         """Best ``k`` ids per query, exactly (see :meth:`VectorIndex.search`)."""
-        q = _check_vectors(queries, self._dim, "queries")
-        k = _check_k(k)
+        q = check_vectors(queries, self._dim, "queries")
+        k = check_k(k)
         n = len(self)
         rows: IdArray | None = None  # the allowed rows, gathered; None: every row, in place
         keep: BoolArray | None = None  # the allowed rows as a mask over every row
         if allowed is not None:
-            rows = self._table.slots_of(_allowed_ids(allowed))
+            rows = self._table.slots_of(unique_allowed_ids(allowed))
             if 4 * len(rows) >= n:  # most rows allowed: scoring all beats gathering
                 keep = np.zeros(n, bool)
                 keep[rows] = True
                 rows = None
-        best = _empty_result(len(q), k)
+        best = empty_result(len(q), k)
         total = n if rows is None else len(rows)
         step = max(1, _CHUNK_FLOATS // max(1, len(q)))  # score block under 64 MiB
         for start in range(0, total, step):
@@ -154,16 +154,16 @@ class ExactIndex:
                 scores = q @ self._vectors[chunk].T  # (Q, c)
             best = _merge_top_k(best, scores, chunk, k)
         found = np.where(np.isneginf(best[0]), -1, best[1])  # masked rows that made the top k
-        return best[0], _labels_of(self._table, found)
+        return best[0], labels_of(self._table, found)
 
     def save(self, path: str | os.PathLike[str], *, generation: int = 0) -> Path:
         """Write ids and vectors as raw little-endian arrays (no pickle), atomically."""
         n = len(self)
-        header = _header_dict("exact", self._dim, n, 0, generation, None)
-        sections: list[tuple[str, _SectionSource]] = [
-            ("labels", _array_source(self._table.labels, "<i8")),
-            ("vectors", _array_source(self._vectors[:n], "<f4")),
+        header = header_dict("exact", self._dim, n, 0, generation, None)
+        sections: list[tuple[str, SectionSource]] = [
+            ("labels", array_source(self._table.labels, "<i8")),
+            ("vectors", array_source(self._vectors[:n], "<f4")),
         ]
-        out = _write_file(path, header, sections)
+        out = write_index_file(path, header, sections)
         self.generation = generation
         return out

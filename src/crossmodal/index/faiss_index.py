@@ -19,22 +19,22 @@ from crossmodal.errors import BackendUnavailableError, ConfigError
 from crossmodal.index.vector_common import (
     FloatArray,
     IdArray,
+    SlotTable,
     VectorIndexOptions,
-    _allowed_ids,
-    _check_ids,
-    _check_k,
-    _check_pairs,
-    _check_vectors,
-    _empty_result,
-    _labels_of,
-    _SlotTable,
+    check_ids,
+    check_k,
+    check_pairs,
+    check_vectors,
+    empty_result,
+    labels_of,
+    unique_allowed_ids,
 )
 from crossmodal.index.vector_file import (
-    _array_source,
-    _faiss_source,
-    _header_dict,
-    _SectionSource,
-    _write_file,
+    SectionSource,
+    array_source,
+    faiss_source,
+    header_dict,
+    write_index_file,
 )
 
 __all__ = ["FaissIndex", "ivf_lists"]
@@ -49,7 +49,7 @@ _IVF_MIN_SCANNED = 50_000  # ... and at least this many vectors' worth of lists
 # FAISS index
 
 
-def _faiss() -> Any:
+def import_faiss() -> Any:
     try:
         import faiss
     except ImportError as exc:
@@ -70,12 +70,12 @@ class FaissIndex:
         index: Any,
         kind: str,
         options: VectorIndexOptions,
-        table: _SlotTable,
+        table: SlotTable,
         *,
         generation: int = 0,
     ) -> None:
         self._index = index
-        self._faiss = _faiss()
+        self._faiss = import_faiss()
         self._dim = int(index.d)  # read once: a SWIG attribute costs microseconds a query
         self._kind = kind
         self._table = table
@@ -116,7 +116,7 @@ class FaissIndex:
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         """Store ``vectors`` under ``ids``; an id already stored is replaced."""
-        id_arr, vec = _check_pairs(ids, vectors, self.dim)
+        id_arr, vec = check_pairs(ids, vectors, self.dim)
         if len(id_arr) == 0:
             return
         self.remove(id_arr)
@@ -128,7 +128,7 @@ class FaissIndex:
 
         ``flat`` compacts at once; ``hnsw`` and ``ivfpq`` keep tombstones (``needs_rebuild``).
         """
-        slots = self._table.slots_of(np.unique(_check_ids(ids, "ids")))
+        slots = self._table.slots_of(np.unique(check_ids(ids, "ids")))
         if len(slots) == 0:
             return 0
         if self._kind == "flat":
@@ -144,16 +144,16 @@ class FaissIndex:
         self, queries: npt.ArrayLike, k: int, allowed: npt.ArrayLike | None = None
     ) -> tuple[FloatArray, IdArray]:
         """Best ``k`` ids per query (see :meth:`VectorIndex.search` and the module docstring)."""
-        q = _check_vectors(queries, self.dim, "queries")
-        k = _check_k(k)
+        q = check_vectors(queries, self.dim, "queries")
+        k = check_k(k)
         table = self._table
         if len(q) == 0 or table.n_live == 0:
-            return _empty_result(len(q), k)
+            return empty_result(len(q), k)
         bitmap: npt.NDArray[np.uint8] | None = None  # the slots a result may come from
         if allowed is not None:
-            slots = table.slots_of(_allowed_ids(allowed))
+            slots = table.slots_of(unique_allowed_ids(allowed))
             if len(slots) == 0:
-                return _empty_result(len(q), k)
+                return empty_result(len(q), k)
             bitmap = _bitmap(slots, table.n_slots)
         elif table.n_dead:
             bitmap = table.live_bitmap()
@@ -167,7 +167,7 @@ class FaissIndex:
                 where = table.live_bitmap() if bitmap is None else bitmap
                 scores[short], found[short] = self._scan(q[short], k, where)
         scores = np.where(found >= 0, scores, -np.inf).astype(np.float32)
-        return scores, _labels_of(table, found)
+        return scores, labels_of(table, found)
 
     def _ann_search(
         self, q: FloatArray, k: int, bitmap: npt.NDArray[np.uint8] | None, widen: float
@@ -222,13 +222,13 @@ class FaissIndex:
     def save(self, path: str | os.PathLike[str], *, generation: int = 0) -> Path:
         """Write the FAISS index, slot table and header atomically."""
         t = self._table
-        header = _header_dict(self._kind, self.dim, t.n_live, t.n_dead, generation, self.options)
-        sections: list[tuple[str, _SectionSource]] = [
-            ("labels", _array_source(t.labels, "<i8")),
-            ("alive", _array_source(t.alive.view(np.uint8), "u1")),
-            ("faiss", _faiss_source(self._faiss, self._index)),
+        header = header_dict(self._kind, self.dim, t.n_live, t.n_dead, generation, self.options)
+        sections: list[tuple[str, SectionSource]] = [
+            ("labels", array_source(t.labels, "<i8")),
+            ("alive", array_source(t.alive.view(np.uint8), "u1")),
+            ("faiss", faiss_source(self._faiss, self._index)),
         ]
-        out = _write_file(path, header, sections)
+        out = write_index_file(path, header, sections)
         self.generation = generation
         return out
 
@@ -251,7 +251,7 @@ def _ivf_nprobe(options: VectorIndexOptions, nlist: int, n_slots: int) -> int:
 # building
 
 
-def _new_faiss_index(
+def new_faiss_index(
     faiss: Any, kind: str, dim: int, vectors: FloatArray, options: VectorIndexOptions
 ) -> tuple[Any, VectorIndexOptions]:
     """An empty, trained FAISS index, and the options with automatic values resolved."""

@@ -44,12 +44,12 @@ from crossmodal.index.vector_common import (
     FloatArray,
     IdArray,
     VectorIndexOptions,
-    _allowed_ids,
-    _check_ids,
-    _check_k,
-    _check_pairs,
-    _check_vectors,
-    _empty_result,
+    check_ids,
+    check_k,
+    check_pairs,
+    check_vectors,
+    empty_result,
+    unique_allowed_ids,
 )
 
 __all__ = ["HANDLE_FORMAT", "PUSHDOWN_MAX_IDS", "MilvusIndex", "read_handle"]
@@ -210,7 +210,7 @@ class MilvusIndex:
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         """Upsert ``vectors`` under ``ids`` (an id already stored is replaced)."""
-        id_arr, vec = _check_pairs(ids, vectors, self._dim)
+        id_arr, vec = check_pairs(ids, vectors, self._dim)
         for start in range(0, len(id_arr), _BATCH):
             rows = [
                 {"id": int(i), "vector": v.tolist()}
@@ -222,7 +222,7 @@ class MilvusIndex:
 
     def remove(self, ids: npt.ArrayLike) -> int:
         """Delete ``ids`` (unknown ones are ignored); return how many were stored."""
-        wanted = np.unique(_check_ids(ids, "ids"))
+        wanted = np.unique(check_ids(ids, "ids"))
         removed = 0
         for start in range(0, len(wanted), _BATCH):
             chunk = wanted[start : start + _BATCH].tolist()
@@ -239,16 +239,16 @@ class MilvusIndex:
         self, queries: npt.ArrayLike, k: int, allowed: npt.ArrayLike | None = None
     ) -> tuple[FloatArray, IdArray]:
         """Best ``k`` ids per query (see the protocol); ``allowed`` pushed down when small."""
-        k = _check_k(k)
+        k = check_k(k)
         if k > MAX_TOPK:
             raise ConfigError(f"k: Milvus returns at most {MAX_TOPK} results, asked for {k}")
-        q = _check_vectors(queries, self._dim, "queries")
-        scores, found = _empty_result(len(q), k)
+        q = check_vectors(queries, self._dim, "queries")
+        scores, found = empty_result(len(q), k)
         if len(q) == 0:
             return scores, found
         expr, keep = "", None
         if allowed is not None:
-            allowed_ids = _allowed_ids(allowed)
+            allowed_ids = unique_allowed_ids(allowed)
             if len(allowed_ids) == 0:
                 return scores, found
             if len(allowed_ids) <= PUSHDOWN_MAX_IDS:

@@ -14,7 +14,22 @@ import numpy.typing as npt
 
 from crossmodal.errors import ConfigError, InputError
 
-__all__ = ["KINDS", "BoolArray", "FloatArray", "IdArray", "VectorIndexOptions"]
+__all__ = [  # the vector backends' shared checks and slot table (crossmodal.index only)
+    "KINDS",
+    "BoolArray",
+    "FloatArray",
+    "IdArray",
+    "SlotTable",
+    "VectorIndexOptions",
+    "check_ids",
+    "check_k",
+    "check_pairs",
+    "check_vectors",
+    "dim_from",
+    "empty_result",
+    "labels_of",
+    "unique_allowed_ids",
+]
 
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
@@ -80,7 +95,7 @@ class VectorIndexOptions:
 # argument checks
 
 
-def _check_ids(ids: npt.ArrayLike, name: str) -> IdArray:
+def check_ids(ids: npt.ArrayLike, name: str) -> IdArray:
     arr = np.asarray(ids)
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
         raise InputError(
@@ -92,7 +107,7 @@ def _check_ids(ids: npt.ArrayLike, name: str) -> IdArray:
     return out
 
 
-def _check_vectors(vectors: npt.ArrayLike, dim: int, name: str) -> FloatArray:
+def check_vectors(vectors: npt.ArrayLike, dim: int, name: str) -> FloatArray:
     arr = np.asarray(vectors)
     if arr.ndim != 2:
         raise InputError(f"{name}: expected a 2-D (N, {dim}) array, got shape {arr.shape}")
@@ -112,11 +127,9 @@ def _check_vectors(vectors: npt.ArrayLike, dim: int, name: str) -> FloatArray:
     return out
 
 
-def _check_pairs(
-    ids: npt.ArrayLike, vectors: npt.ArrayLike, dim: int
-) -> tuple[IdArray, FloatArray]:
-    id_arr = _check_ids(ids, "ids")
-    vec = _check_vectors(vectors, dim, "vectors")
+def check_pairs(ids: npt.ArrayLike, vectors: npt.ArrayLike, dim: int) -> tuple[IdArray, FloatArray]:
+    id_arr = check_ids(ids, "ids")
+    vec = check_vectors(vectors, dim, "vectors")
     if len(id_arr) != len(vec):
         raise InputError(f"ids: {len(id_arr)} ids for {len(vec)} vectors")
     uniq, counts = np.unique(id_arr, return_counts=True)
@@ -125,17 +138,17 @@ def _check_pairs(
     return id_arr, vec
 
 
-def _check_k(k: int) -> int:
+def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"k: expected a positive int, got {k!r}")
     return int(k)
 
 
-def _allowed_ids(allowed: npt.ArrayLike) -> IdArray:
-    return np.unique(_check_ids(allowed, "allowed"))
+def unique_allowed_ids(allowed: npt.ArrayLike) -> IdArray:
+    return np.unique(check_ids(allowed, "allowed"))
 
 
-def _dim_from(vectors: npt.ArrayLike, dim: int | None) -> int:
+def dim_from(vectors: npt.ArrayLike, dim: int | None) -> int:
     shape = np.shape(vectors)
     if len(shape) != 2:
         raise InputError(f"vectors: expected a 2-D (N, D) array, got shape {shape}")
@@ -150,7 +163,7 @@ def _dim_from(vectors: npt.ArrayLike, dim: int | None) -> int:
 # shared pieces: slot table, results
 
 
-class _SlotTable:
+class SlotTable:
     """The id stored in each slot (a backend's internal row), and which slots are live."""
 
     def __init__(self, labels: IdArray | None = None, alive: BoolArray | None = None) -> None:
@@ -212,11 +225,11 @@ class _SlotTable:
         return self._bitmap
 
 
-def _empty_result(n_queries: int, k: int) -> tuple[FloatArray, IdArray]:
+def empty_result(n_queries: int, k: int) -> tuple[FloatArray, IdArray]:
     return np.full((n_queries, k), -np.inf, np.float32), np.full((n_queries, k), -1, np.int64)
 
 
-def _labels_of(table: _SlotTable, slots: IdArray) -> IdArray:
+def labels_of(table: SlotTable, slots: IdArray) -> IdArray:
     """Our ids for FAISS / row labels (-1 stays -1)."""
     if table.n_slots == 0:
         return np.full(slots.shape, -1, np.int64)

@@ -26,7 +26,17 @@ from crossmodal.atomic import atomic_write
 from crossmodal.errors import ConfigError, InputError
 from crossmodal.index.vector_common import KINDS, VectorIndexOptions
 
-__all__ = ["FORMAT_VERSION", "VectorIndexHeader"]
+__all__ = [  # the file format; the writers and readers are for crossmodal.index's backends
+    "FORMAT_VERSION",
+    "IndexFile",
+    "SectionSource",
+    "VectorIndexHeader",
+    "array_source",
+    "faiss_source",
+    "header_dict",
+    "open_index_file",
+    "write_index_file",
+]
 
 FORMAT_VERSION = 1  # of the saved file; bumped on any incompatible change
 _MAGIC = b"CMVINDEX"
@@ -51,10 +61,10 @@ class VectorIndexHeader:
 # the file: sections, then a JSON footer, its length and a magic tag
 
 
-_SectionSource = Callable[[Callable[[bytes | memoryview], None]], None]
+SectionSource = Callable[[Callable[[bytes | memoryview], None]], None]
 
 
-def _array_source(arr: npt.NDArray[Any], dtype: str) -> _SectionSource:
+def array_source(arr: npt.NDArray[Any], dtype: str) -> SectionSource:
     data = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
 
     def emit(write: Callable[[bytes | memoryview], None]) -> None:
@@ -65,14 +75,14 @@ def _array_source(arr: npt.NDArray[Any], dtype: str) -> _SectionSource:
     return emit
 
 
-def _faiss_source(faiss: Any, index: Any) -> _SectionSource:
+def faiss_source(faiss: Any, index: Any) -> SectionSource:
     def emit(write: Callable[[bytes | memoryview], None]) -> None:
         faiss.write_index(index, faiss.PyCallbackIOWriter(write))
 
     return emit
 
 
-def _header_dict(
+def header_dict(
     kind: str,
     dim: int,
     count: int,
@@ -93,10 +103,10 @@ def _header_dict(
     }
 
 
-def _write_file(
+def write_index_file(
     path: str | os.PathLike[str],
     header: dict[str, Any],
-    sections: list[tuple[str, _SectionSource]],
+    sections: list[tuple[str, SectionSource]],
 ) -> Path:
     def write(f: BinaryIO) -> None:
         f.write(_MAGIC)
@@ -126,7 +136,7 @@ class _Sink:
         self.f.write(chunk)
 
 
-class _IndexFile:
+class IndexFile:
     """An open saved index: footer parsed, sections located; checks as it reads."""
 
     def __init__(self, path: Path, f: io.BufferedReader) -> None:
@@ -228,7 +238,7 @@ def _parse_header(meta: dict[str, Any]) -> VectorIndexHeader:
     return VectorIndexHeader(meta["format"], meta["kind"], options=options, **ints)
 
 
-def _open(path: str | os.PathLike[str]) -> io.BufferedReader:
+def open_index_file(path: str | os.PathLike[str]) -> io.BufferedReader:
     try:
         return open(path, "rb")  # closed by the caller's with
     except OSError as exc:

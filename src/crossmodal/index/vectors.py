@@ -95,18 +95,18 @@ import numpy.typing as npt
 
 from crossmodal.errors import ConfigError
 from crossmodal.index.exact_index import ExactIndex
-from crossmodal.index.faiss_index import FaissIndex, _faiss, _new_faiss_index
+from crossmodal.index.faiss_index import FaissIndex, import_faiss, new_faiss_index
 from crossmodal.index.milvus_index import read_handle
 from crossmodal.index.vector_common import (
     KINDS,
     FloatArray,
     IdArray,
+    SlotTable,
     VectorIndexOptions,
-    _check_pairs,
-    _dim_from,
-    _SlotTable,
+    check_pairs,
+    dim_from,
 )
-from crossmodal.index.vector_file import VectorIndexHeader, _IndexFile, _open
+from crossmodal.index.vector_file import IndexFile, VectorIndexHeader, open_index_file
 
 __all__ = [
     "AUTO_EXACT_MAX_SCALARS",
@@ -229,8 +229,8 @@ def build_vector_index(
     valid = ("auto", *KINDS)
     if kind not in valid:
         raise ConfigError(f"vector index kind {kind!r} is unknown; use one of {', '.join(valid)}")
-    dim = _dim_from(vectors, dim)
-    id_arr, vec = _check_pairs(ids, vectors, dim)
+    dim = dim_from(vectors, dim)
+    id_arr, vec = check_pairs(ids, vectors, dim)
     n = len(id_arr)
     if kind == "auto":
         kind = choose_kind(n, dim)
@@ -245,15 +245,15 @@ def build_vector_index(
         milvus = MilvusIndex(dim, options, create=True)
         milvus.add(id_arr, vec)
         return milvus
-    faiss = _faiss()
+    faiss = import_faiss()
     if kind in ("hnsw", "ivfpq") and n < MIN_TRAIN_VECTORS:
         log.info("%d vectors are too few to train %r: building 'flat'", n, kind)
         kind = "flat"
     start = time.perf_counter()
-    index, options = _new_faiss_index(faiss, kind, dim, vec, options)
+    index, options = new_faiss_index(faiss, kind, dim, vec, options)
     index.add(vec)
     log.info("built a %s index of %d vectors in %.1f s", kind, n, time.perf_counter() - start)
-    return FaissIndex(index, kind, options, _SlotTable(id_arr.copy()))
+    return FaissIndex(index, kind, options, SlotTable(id_arr.copy()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,8 +277,8 @@ def read_vector_index_header(path: str | os.PathLike[str]) -> VectorIndexHeader:
             generation=int(handle["generation"]),
             options=VectorIndexOptions(**handle["options"]),
         )
-    with _open(path) as f:
-        return _IndexFile(Path(path), f).header
+    with open_index_file(path) as f:
+        return IndexFile(Path(path), f).header
 
 
 def load_vector_index(path: str | os.PathLike[str]) -> tuple[VectorIndex, int]:
@@ -296,8 +296,8 @@ def load_vector_index(path: str | os.PathLike[str]) -> tuple[VectorIndex, int]:
         options = VectorIndexOptions(**handle["options"])
         generation = int(handle["generation"])
         return MilvusIndex(int(handle["dim"]), options, generation=generation), generation
-    with _open(path) as f:
-        file = _IndexFile(Path(path), f)
+    with open_index_file(path) as f:
+        file = IndexFile(Path(path), f)
         h = file.header
         slots = h.count + h.tombstones
         labels = file.array("labels", "<i8", slots)
@@ -307,9 +307,9 @@ def load_vector_index(path: str | os.PathLike[str]) -> tuple[VectorIndex, int]:
             if len(np.unique(labels)) != slots:
                 raise file.error("repeated ids")
             exact._vectors = vectors
-            exact._table = _SlotTable(labels)
+            exact._table = SlotTable(labels)
             return exact, h.generation
-        faiss = _faiss()
+        faiss = import_faiss()
         alive = file.array("alive", "u1", slots).astype(bool)
         index = file.faiss_index(faiss, "faiss")
         if index.ntotal != slots or index.d != h.dim or int(alive.sum()) != h.count:
@@ -321,6 +321,6 @@ def load_vector_index(path: str | os.PathLike[str]) -> tuple[VectorIndex, int]:
             raise file.error("repeated ids")
         assert h.options is not None
         loaded = FaissIndex(
-            index, h.kind, h.options, _SlotTable(labels, alive), generation=h.generation
+            index, h.kind, h.options, SlotTable(labels, alive), generation=h.generation
         )
         return loaded, h.generation

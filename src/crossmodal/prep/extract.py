@@ -122,10 +122,10 @@ def extract_features(
         BackendUnavailableError: pyarrow is not installed.
         InputError: ``out_dir`` cannot be written.
     """
-    _require_pyarrow()
+    require_pyarrow()
     started = time.perf_counter()
     out = Path(out_dir)
-    _check_state(out, encoder, config, source.name)
+    check_state(out, encoder, config, source.name)
     remove_stale_temps(out)  # a killed run's half-written files (this run writes alone)
     embedder = Embedder(
         encoder,
@@ -133,12 +133,12 @@ def extract_features(
     )
     report = ExtractReport()
     report.shards, samples_of = shard_plan(source, config)
-    todo = [k for k in range(report.shards) if not _commit_path(out, k, config).exists()]
+    todo = [k for k in range(report.shards) if not commit_path(out, k, config).exists()]
     report.skipped = report.shards - len(todo)
     bar = tqdm(total=len(todo), desc="extract", unit="shard", disable=not config.progress)
     with bar:
         for k in todo:
-            _write_shard(out, k, samples_of(k), embedder, config, report)
+            write_shard(out, k, samples_of(k), embedder, config, report)
             report.written += 1
             bar.update(1)
     report.seconds = time.perf_counter() - started
@@ -198,7 +198,7 @@ def _shard_samples(samples: list[Sample], k: int, config: ExtractConfig) -> list
     return samples[k * config.shard_size : (k + 1) * config.shard_size]
 
 
-def _write_shard(
+def write_shard(
     out: Path,
     k: int,
     shard: list[Sample],
@@ -223,12 +223,12 @@ def _write_shard(
     )
     _atomic_text(out / "failures" / f"part-{k:05d}.jsonl", lines)
     if config.layout == "parquet":
-        _write_parquet(_commit_path(out, k, config), rows, result.vectors, text_emb, config.texts)
+        _write_parquet(commit_path(out, k, config), rows, result.vectors, text_emb, config.texts)
     else:
         _atomic_npy(out / "img_emb" / f"img_emb_{k:05d}.npy", result.vectors)
         if config.texts:
             _atomic_npy(out / "text_emb" / f"text_emb_{k:05d}.npy", text_emb)
-        _write_parquet(_commit_path(out, k, config), rows, None, None, False)
+        _write_parquet(commit_path(out, k, config), rows, None, None, False)
 
 
 def _row(sample: Sample, texts: bool) -> dict[str, Any]:
@@ -254,7 +254,7 @@ def _content_hash(path: str | None) -> str | None:
         return None
 
 
-def _commit_path(out: Path, k: int, config: ExtractConfig) -> Path:
+def commit_path(out: Path, k: int, config: ExtractConfig) -> Path:
     """The last file a shard writes: it existing means the shard is complete."""
     if config.layout == "parquet":
         return out / f"part-{k:05d}.parquet"
@@ -264,7 +264,7 @@ def _commit_path(out: Path, k: int, config: ExtractConfig) -> Path:
 # ------------------------------------------------------------------ state
 
 
-def _check_state(out: Path, encoder: Encoder, config: ExtractConfig, source: str) -> None:
+def check_state(out: Path, encoder: Encoder, config: ExtractConfig, source: str) -> None:
     state = {
         "model": encoder.spec,
         "dim": encoder.dim,
@@ -296,7 +296,7 @@ def _check_state(out: Path, encoder: Encoder, config: ExtractConfig, source: str
 # ------------------------------------------------------------------ files
 
 
-def _require_pyarrow() -> None:
+def require_pyarrow() -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError as exc:
@@ -371,7 +371,7 @@ def read_feature_shards(out_dir: str | os.PathLike[str]) -> Iterator[FeatureShar
     k = 0
     while True:
         config = ExtractConfig(layout=layout, shard_size=int(state["shard_size"]))
-        path = _commit_path(out, k, config)
+        path = commit_path(out, k, config)
         if not path.exists():
             return
         table = pq.read_table(path)

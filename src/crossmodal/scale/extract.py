@@ -38,12 +38,12 @@ from tqdm import tqdm
 from crossmodal.prep.extract import (
     ExtractConfig,
     ExtractReport,
-    _check_state,
-    _commit_path,
-    _require_pyarrow,
-    _write_shard,
+    check_state,
+    commit_path,
     remove_stale_temps,
+    require_pyarrow,
     shard_plan,
+    write_shard,
 )
 from crossmodal.scale.ray import RayConfig, start_ray
 
@@ -94,9 +94,9 @@ class _ShardWriter:
         images, texts, failures = [], [], []
         for k in batch["shard"].tolist():
             report = ExtractReport()
-            if not _commit_path(self.out, k, self.config).exists():  # not done by a retry
+            if not commit_path(self.out, k, self.config).exists():  # not done by a retry
                 shard = self.samples_of(k)
-                _write_shard(self.out, k, shard, self.embedder, self.config, report)
+                write_shard(self.out, k, shard, self.embedder, self.config, report)
             images.append(report.images)
             texts.append(report.texts)
             failures.append(json.dumps(report.failures))
@@ -128,7 +128,7 @@ def extract_features_ray(
         ConfigError: ``out_dir`` holds features of another model, layout or shard size.
         BackendUnavailableError: Ray or pyarrow is not installed.
     """
-    _require_pyarrow()
+    require_pyarrow()
     started = time.perf_counter()
     out = Path(out_dir).resolve()
     if encoder is None:  # its spec and width guard the output folder; the actors load their own
@@ -136,9 +136,9 @@ def extract_features_ray(
 
         encoder = load_encoder(model, device="cpu")
     opened = source.open()
-    _check_state(out, encoder, config, opened.name)
+    check_state(out, encoder, config, opened.name)
     report = ExtractReport(shards=shard_plan(opened, config)[0])
-    todo = [k for k in range(report.shards) if not _commit_path(out, k, config).exists()]
+    todo = [k for k in range(report.shards) if not commit_path(out, k, config).exists()]
     report.skipped = report.shards - len(todo)
     remove_stale_temps(out)  # before the actors start: what a killed run left
     if not todo:
