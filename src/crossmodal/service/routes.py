@@ -120,6 +120,8 @@ def _search(service: Service, body: Any, base_url: str) -> dict[str, Any]:
         raise InputError("give a text, an image_id or an image_url (or a text and one more)")
     if body.image_id and body.image_url:
         raise InputError("give an image_id or an image_url, not both")
+    if body.rerank and (not body.text or body.image_id or body.image_url or body.negative):
+        raise InputError("rerank re-scores a text query: give a text and nothing else")
     where = search_filter(body.folder, body.kind, body.suffixes, body.after, body.before)
     parts: list[QueryPart] = []
     if body.image_url:  # may fetch: outside the lock
