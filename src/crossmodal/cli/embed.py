@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Embed and write."""
     import numpy as np
 
-    from crossmodal.data.walk import find_images
+    from crossmodal.data.files import find_images
     from crossmodal.encoders import load_encoder
     from crossmodal.encoders.embedder import EmbedConfig, Embedder
     from crossmodal.prep.embedding_files import EmbeddedItem, write_embeddings

@@ -99,7 +99,7 @@ def _add_queries_parser(tasks: Any, default_model: str) -> None:
 
 def run_queries_task(args: argparse.Namespace) -> int:
     """Score a query set over a gallery folder; write the report; print the numbers."""
-    from crossmodal.data.walk import find_images
+    from crossmodal.data.files import find_images
     from crossmodal.encoders import load_encoder
     from crossmodal.encoders.embedder import EmbedConfig
     from crossmodal.eval.queries import QUERY_KS, load_queries, run_queries

@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from crossmodal.data.files import is_image_path
+from crossmodal.data.files import find_images, is_image_path
 from crossmodal.data.manifests import ManifestSource
 from crossmodal.data.samples import DataSource, PathLike, Sample, Skipped
 from crossmodal.data.shards import WebDatasetSource, expand_braces, expand_shards, is_url
-from crossmodal.data.walk import find_images
 from crossmodal.errors import ConfigError, InputError
 
 __all__ = [

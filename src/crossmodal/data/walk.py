@@ -31,7 +31,6 @@ __all__ = [
     "DEFAULT_EXCLUDE",
     "VIDEO_SUFFIXES",
     "FoundFile",
-    "find_images",
     "MediaKind",
     "WalkConfig",
     "WalkProblem",
@@ -447,29 +446,3 @@ def _normalise_suffixes(suffixes: Iterable[str], name: str) -> frozenset[str]:
             raise ConfigError(f"{name} holds an empty suffix {suffix!r}")
         out.add("." + bare)
     return frozenset(out)
-
-
-def find_images(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Image files named directly, or found under folders by :func:`walk` (sorted, hidden
-    entries skipped, symlinked folders walked once and loop-checked); each path as given,
-    joined with what lies under it (not made absolute).
-
-    A named file is yielded whatever its suffix, so that a bad file gives a decode error
-    naming it rather than being skipped in silence; a folder's unreadable corners are left
-    out (logged by the walk).
-
-    Raises:
-        InputError: A path does not exist.
-    """
-    config = WalkConfig(exclude=(), image_extensions=IMAGE_SUFFIXES, video_extensions=frozenset())
-    for raw in paths:
-        path = Path(raw)
-        if path.is_file():
-            yield path
-        elif path.is_dir():
-            top = Path(os.path.abspath(path))
-            for found in walk([path], config):
-                if isinstance(found, FoundFile) and found.kind == "image":
-                    yield path / found.path.relative_to(top)
-        else:
-            raise InputError(f"{path}: no such file or directory")
