@@ -43,7 +43,7 @@ from crossmodal.search.relevance import (
     sample_relevance,
 )
 
-THRESHOLDS = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0)
+THRESHOLDS = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0)
 Array = npt.NDArray[np.float64]
 
 

@@ -53,12 +53,16 @@ def test_labels_are_right_and_confidence_means_something(
     with capsys.disabled():
         print(f"\nauto-label accuracy on shapes: {stats}")
     assert stats["judged"] == 14 * 3 and stats["all"] is not None and stats["all"] >= 0.85
-    # the labels it gets wrong are the ones it is unsure of
-    assert stats["confident"] is not None and stats["needs_review"] is not None
-    assert stats["confident"] > stats["needs_review"]
+    # the labels it gets wrong are the ones it is unsure of (a model that gets every shape
+    # right has none to be unsure of: then most labels must be confident)
+    assert stats["confident"] is not None
+    if stats["needs_review"] is not None:
+        assert stats["confident"] > stats["needs_review"]
     wrong = [i.confidence for i in result.items if not i.correct]
     right = [i.confidence for i in result.items if i.correct]
-    assert wrong and max(wrong) < float(np.median(right))
+    if wrong:
+        assert max(wrong) < float(np.median(right))
+    assert float(np.median(right)) >= 0.6
     assert [s for s, _ in result.failures] == [str(gallery / "blue square" / "broken.png")]
     assert sum(result.counts.values()) == len(result.items)
     for item in result.items:

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from crossmodal.cli.main import main
 from crossmodal.errors import InputError
 from crossmodal.index.store import Store
+from crossmodal.index.vectors import read_vector_index_header
 from crossmodal.search.index import Index, IndexConfig, SearchFilter
 from crossmodal.search.query import Query, parse_query
 
@@ -129,6 +130,28 @@ def test_faiss_backends_answer_like_the_exact_one(tmp_path: Path, backend: str) 
             hits = index.search(text="a red circle", k=8)
         results[kind] = [(Path(h.path).name, round(h.score, 4)) for h in hits]
     assert sorted(results["exact"]) == sorted(results[backend])
+
+
+def test_the_index_remembers_the_backend_it_was_given(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--backend flat`` once (what hnsw and ivfpq are at this size); plain runs after it keep
+    it, where ``auto`` would pick ``exact``; a new choice says so."""
+    gallery, db = _gallery(tmp_path), tmp_path / "db"
+    assert main(["index", str(gallery), "--db", str(db), "--backend", "flat", "--no-progress"]) == 0
+    assert read_vector_index_header(db / "vectors.idx").kind == "flat"
+    (gallery / "another.png").write_bytes((gallery / "red-circle.png").read_bytes() + b"\0")
+    assert main(["index", str(gallery), "--db", str(db), "--no-progress"]) == 0
+    assert read_vector_index_header(db / "vectors.idx").kind == "flat"  # not rebuilt as exact
+    with Index.open(db) as index:  # a search (or the service) opens it the same way
+        assert [Path(h.path).name for h in index.search(text="red circle", k=1)]
+    assert read_vector_index_header(db / "vectors.idx").kind == "flat"
+    caplog.clear()
+    assert main(["index", str(gallery), "--db", str(db), "--backend", "exact"]) == 0
+    assert read_vector_index_header(db / "vectors.idx").kind == "exact"
+    assert "flat until now, exact from now on" in caplog.text
+    assert main(["index", str(gallery), "--db", str(db), "--no-progress"]) == 0
+    assert read_vector_index_header(db / "vectors.idx").kind == "exact"
 
 
 def test_filters_and_python_api(tmp_path: Path) -> None:

@@ -221,6 +221,41 @@ def test_limits(server: Server) -> None:
     assert big.status_code == 413 and "over" in big.json()["error"]
 
 
+def _streamed(head: bytes = b"", size: int = 2**20 + 1, tail: bytes = b"") -> Iterator[bytes]:
+    """A chunked body (no Content-Length): the limit must hold as the bytes arrive."""
+    yield head
+    for _ in range(size // 2**16 + 1):
+        yield b" " * 2**16
+    yield tail
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "head", "tail"),
+    [
+        ("/api/search", "application/json", b"", b""),
+        ("/knn-service", "application/json", b"", b""),
+        (
+            "/api/search/upload",
+            "multipart/form-data; boundary=cut",
+            b'--cut\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n',
+            b"\r\n--cut--\r\n",
+        ),
+    ],
+)
+def test_a_streamed_body_over_the_limit_gets_413(
+    server: Server, path: str, content_type: str, head: bytes, tail: bytes
+) -> None:
+    response = httpx.post(
+        f"{server.url}{path}",
+        content=_streamed(head, tail=tail),
+        headers=AUTH | {"content-type": content_type},
+        timeout=60,
+    )
+    assert response.status_code == 413, response.text
+    assert response.json() == {"error": f"request body over {2**20} bytes"}
+    assert _search(server, text="red circle", k=1)[0]["name"] == "red_circle.png"  # still serves
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -298,22 +333,13 @@ def test_settings_are_safe_by_default(tmp_path: Path) -> None:
 
 
 def _clip_client_class() -> type:
-    """clip-retrieval's own ClipClient, loaded from its file (its package __init__ imports the
-    whole back end, whose dependencies `pip install --no-deps clip-retrieval` leaves out)."""
-    import importlib.metadata
-    import importlib.util
-
+    """clip-retrieval's own ClipClient, imported as its README writes it (``scripts/install dev``
+    installs clip-retrieval and what its package ``__init__`` imports)."""
     try:
-        dist = importlib.metadata.distribution("clip-retrieval")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("pip install --no-deps clip-retrieval (scripts/install dev does)")
-    pytest.importorskip("requests")
-    files = [f for f in dist.files or [] if f.name == "clip_client.py"]
-    spec = importlib.util.spec_from_file_location("clip_client", dist.locate_file(files[0]))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ClipClient  # type: ignore[no-any-return]
+        from clip_retrieval.clip_client import ClipClient
+    except ImportError as exc:
+        pytest.skip(f"clip-retrieval's client does not import ({exc}): scripts/install dev")
+    return ClipClient  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -328,6 +354,7 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.filterwarnings("ignore:pkg_resources is deprecated as an API:UserWarning")
 def test_clip_retrieval_client_by_text_image_and_embedding(
     open_server: str, tmp_path: Path
 ) -> None:
@@ -349,6 +376,28 @@ def test_clip_retrieval_client_by_text_image_and_embedding(
     dedup = client_class(url=f"{open_server}/knn-service", deduplicate=True, **options)
     names = [r["caption"] for r in dedup.query(text="red circle")]
     assert len(names) == 2 and len({n.startswith("red_circle") for n in names}) == 2
+
+
+def test_links_never_come_from_the_host_header(
+    open_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A forged ``Host`` must not put another site's address into the answer's links."""
+    body = {"text": "green circle", "modality": "image", "num_images": 1, "indice_name": "shapes"}
+    forged = httpx.post(f"{open_server}/knn-service", json=body, headers={"Host": "evil.example"})
+    url = forged.json()[0]["url"]
+    assert url.startswith(f"{open_server}/api/file/") and "evil" not in url
+    again = {**body, "image_url": url, "text": None}
+    assert httpx.post(f"{open_server}/knn-service", json=again).json()[0]["url"] == url
+    relative = {**body, "image_url": url[len(open_server) :], "text": None}  # a relative link
+    assert httpx.post(f"{open_server}/knn-service", json=relative).json()[0]["url"] == url
+    # behind a proxy the operator names the public address; a bad one is refused
+    db = tmp_path_factory.getbasetemp() / "open0" / "db"
+    public = ServiceSettings(db=db, port=0, name="shapes", public_url="https://pics.example/")
+    with running(public) as url2:
+        hit = httpx.post(f"{url2}/knn-service", json=body, headers={"Host": "evil.example"})
+        assert hit.json()[0]["url"].startswith("https://pics.example/api/file/")
+    with pytest.raises(ConfigError, match="public_url"):
+        ServiceSettings(db=db, public_url="pics.example")
 
 
 def test_clip_retrieval_metadata_and_indices(open_server: str) -> None:

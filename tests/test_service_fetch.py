@@ -126,7 +126,7 @@ def _knn(base: str, **body: object) -> httpx.Response:
 
 def test_fetching_is_off_by_default(servers: Servers) -> None:
     response = _knn(servers.closed, image_url=f"{servers.pictures}/green.png")
-    assert response.status_code == 400 and "off" in response.json()["error"]
+    assert response.status_code == 403 and "off" in response.json()["error"]
 
 
 def test_an_allowed_picture_is_fetched_and_searched(servers: Servers) -> None:

@@ -214,3 +214,29 @@ def test_clip_retrieval_front_end_works_unchanged(db: Path, page: Any) -> None:
             assert all(r.startswith(("http://127.0.0.1", "data:")) for r in requests), requests
     finally:
         front.shutdown()
+
+
+def test_the_api_docs_work_offline_under_the_csp(db: Path, page: Any) -> None:
+    """``/docs`` is Swagger UI from the installed package: no CDN, no CSP violation, and
+    "Try it out" reaches the API (a health call without the token: 401, shown on the page)."""
+    pytest.importorskip("fastapi_offline", reason="pip install 'crossmodal[serve]'")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    with running(ServiceSettings(db=db, port=0, token=TOKEN)) as url:
+        page.goto(f"{url}/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert "/api/search" in paths and "/knn-service" in paths
+        assert page.locator(".info .title").inner_text().startswith("crossmodal")
+        health = page.locator(".opblock-get:has([data-path='/api/health'])")
+        health.locator(".opblock-summary").click()
+        health.locator("button.try-out__btn").click()
+        health.locator("button.execute").click()
+        page.wait_for_selector(".responses-table .response-col_status", timeout=10_000)
+        assert "401" in health.locator(".live-responses-table").inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "api-docs.png"))
+        assert page.request.get(f"{url}/docs/assets/../../settings.py").status == 404
+        assert page.request.get(f"{url}/docs/assets/index.html").status == 404
+    assert all(r.startswith(url) for r in requests), [r for r in requests if not r.startswith(url)]
+    assert page.errors == [e for e in page.errors if "401" in e], page.errors  # no CSP report

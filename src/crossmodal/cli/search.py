@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crossmodal.cli.argtypes import count
 from crossmodal.cli.prep import add_engine_arguments, ray_config
 from crossmodal.errors import InputError
+from crossmodal.paths import json_text, printable
 
 EXT_VIDEO_HELP = "seconds between sampled video frames (2)"
 
@@ -110,7 +112,7 @@ def _add_search_parser(sub: Any) -> None:
     s.add_argument("query", nargs="*", help="the query (see above)")
     s.add_argument("--db", type=Path, default=None, help="index directory")
     s.add_argument("--like", help="more like this indexed (or any) image")
-    s.add_argument("-k", "--top", type=int, default=10, help="how many hits (10)")
+    s.add_argument("-k", "--top", type=count, default=10, help="how many hits (10)")
     s.add_argument("--folder", help="only files under this folder")
     s.add_argument("--type", dest="suffixes", action="append", default=[], help="e.g. jpg, png")
     s.add_argument("--videos", action="store_true", help="only video frames")
@@ -121,7 +123,7 @@ def _add_search_parser(sub: Any) -> None:
     s.add_argument("--html", type=Path, help="also write a page of thumbnails here")
     s.add_argument(
         "--rerank",
-        type=int,
+        type=count,
         metavar="N",
         help="re-score the top N hits of a text query with a re-ranker: --reranker, or the "
         "one shipped for emoji-mini (crossmodal train --task rerank makes one)",
@@ -191,6 +193,9 @@ def run_index(args: argparse.Namespace) -> int:
             return _print_problems(index.problems())
     if not args.paths and not args.refresh:
         raise InputError("nothing to index: give folders or files (or --refresh, --report)")
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:  # before the index folder is made: a typo leaves nothing behind
+        raise InputError(f"{printable(missing[0])}: no such file or directory")
     walk = WalkConfig(skip_hidden=not args.include_hidden)
     if args.exclude:
         walk = WalkConfig(skip_hidden=walk.skip_hidden, exclude=walk.exclude + tuple(args.exclude))
@@ -214,12 +219,16 @@ def run_index(args: argparse.Namespace) -> int:
         report = index.refresh() if args.refresh else index.add(args.paths, features=features)
         total = len(index)
         model = index.model
+        recorded = index.problems()  # this run's, and earlier ones not retried (unchanged)
+    earlier = len(recorded) - len(report.problems)
     print(
         f"indexed {report.embedded} new file(s) ({report.frames} video frames), "
         + (f"{report.precomputed} from extracted features, " if report.precomputed else "")
         + "reused "
         f"{report.reused}, unchanged {report.unchanged}, removed {report.removed}, "
-        f"{len(report.problems)} problem(s) in {report.seconds:.1f}s "
+        f"{len(report.problems)} new problem(s)"
+        + (f" ({earlier} from earlier runs)" if earlier > 0 else "")
+        + f" in {report.seconds:.1f}s "
         f"({report.files_per_second:.1f} files/s); {total} file(s) in {db} [{model}]"
     )
     if report.index_rebuilt:
@@ -227,10 +236,10 @@ def run_index(args: argparse.Namespace) -> int:
     elif report.vectors_added or report.vectors_removed:
         print(f"search index updated: +{report.vectors_added} -{report.vectors_removed} vector(s)")
     if args.report:
-        _print_problems(report.problems)
-    elif report.problems:
+        _print_problems(recorded)
+    elif recorded:
         print(
-            f"{len(report.problems)} file(s) could not be indexed: crossmodal index --report"
+            f"{len(recorded)} file(s) could not be indexed: crossmodal index --report"
             + (f" --db {args.db}" if args.db else ""),
             file=sys.stderr,
         )
@@ -239,7 +248,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 def _print_problems(problems: list[Any]) -> int:
     for problem in problems:
-        print(f"{problem.path}\t{problem.reason}")
+        print(f"{printable(problem.path)}\t{problem.reason}")
     print(f"{len(problems)} file(s) not indexed", file=sys.stderr)
     return 0
 
@@ -253,6 +262,8 @@ def run_search(args: argparse.Namespace) -> int:
 
     if args.videos and args.stills:
         raise InputError("--videos and --stills exclude each other")
+    if args.html is not None and args.html.is_dir():
+        raise InputError(f"--html {args.html}: a folder; name the page, e.g. {args.html}/hits.html")
     where = search_filter(
         args.folder,
         "video" if args.videos else ("image" if args.stills else None),
@@ -285,12 +296,12 @@ def run_search(args: argparse.Namespace) -> int:
                 explain = _explainer(index, query.vector)
     if args.json:
         for hit in hits:
-            print(json.dumps(hit.as_dict(), ensure_ascii=False))
+            print(json_text(json.dumps(hit.as_dict(), ensure_ascii=False)))
     else:
         for rank, hit in enumerate(hits, 1):
             at = f" @ {clock(hit.time)}" if hit.time is not None else ""
             weak = "  (weak match)" if hit.weak else ""
-            print(f"{rank:3d}  {hit.score:.3f}  {hit.path}{at}{weak}")
+            print(f"{rank:3d}  {hit.score:.3f}  {printable(hit.path)}{at}{weak}")
         if not hits:
             print("no hits", file=sys.stderr)
     if args.html is not None:

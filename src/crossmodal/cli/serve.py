@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from crossmodal.cli.argtypes import port
+
 __all__ = ["add_parser", "run"]
 
 
@@ -22,7 +24,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--db", type=Path, default=None, help="index directory (as for index)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument("--port", type=port, default=8000, help="port (8000; 0: any free port)")
     p.add_argument(
         "--token",
         default=os.environ.get("CROSSMODAL_TOKEN"),
@@ -58,6 +60,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--fetch-max-mb", type=float, default=10.0, help="largest fetched picture")
     p.add_argument("--fetch-timeout", type=float, default=5.0, help="seconds per fetch (5)")
+    p.add_argument(
+        "--public-url",
+        help="the URL clients reach this server at, for the links in /knn-service answers "
+        "(default: this server's address on loopback, else relative links)",
+    )
     p.set_defaults(run=run)
 
 
@@ -79,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         fetch_hosts=tuple(args.fetch_host),
         fetch_max_bytes=int(args.fetch_max_mb * 2**20),
         fetch_timeout=args.fetch_timeout,
+        public_url=args.public_url,
     )
     serve(settings)
     return 0

@@ -40,6 +40,7 @@ from crossmodal.index.schema import (
     Problem,
     VectorRecord,
 )
+from crossmodal.paths import from_text, printable, to_text
 
 __all__ = [
     "MIGRATIONS",
@@ -76,6 +77,11 @@ class Store:
             raise InputError(
                 f"{self.directory}: no crossmodal index here; build one with "
                 f"`crossmodal index PATH --db {self.directory}`"
+            )
+        if self.directory.exists() and not self.directory.is_dir():
+            raise InputError(
+                f"{self.directory}: a file, not an index folder; give --db a folder (new or "
+                "holding a crossmodal index)"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
@@ -168,12 +174,12 @@ class Store:
             f"SELECT path, root, kind, size, mtime_ns, hash, caption FROM files WHERE {sql}",
             params,
         )
-        return {row[0]: FileRecord(*row) for row in rows}
+        return {from_text(row[0]): _file_record(row) for row in rows}
 
     def roots(self) -> list[str]:
         """The roots files were indexed through (folders, files, manifests), sorted."""
         rows = self.db.execute("SELECT DISTINCT root FROM files ORDER BY root")
-        return [str(row[0]) for row in rows]
+        return [from_text(str(row[0])) for row in rows]
 
     def files_with_hashes(self, hashes: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
         """``{hash: [(file id, path), …]}`` for the given content hashes."""
@@ -185,7 +191,7 @@ class Store:
             for file_id, path, digest in self.db.execute(
                 f"SELECT id, path, hash FROM files WHERE hash IN ({marks}) ORDER BY path", chunk
             ):
-                out.setdefault(digest, []).append((file_id, path))
+                out.setdefault(digest, []).append((file_id, from_text(path)))
         return out
 
     def file_rows(self, ids: Iterable[int]) -> dict[int, sqlite3.Row | tuple[object, ...]]:
@@ -200,7 +206,7 @@ class Store:
                 f"WHERE id IN ({marks})",
                 chunk,
             ):
-                out[int(row[0])] = row
+                out[int(row[0])] = (row[0], from_text(row[1]), from_text(row[2]), *row[3:])
         return out
 
     def file_by_id(self, file_id: int) -> tuple[str, str] | None:
@@ -210,7 +216,9 @@ class Store:
 
     def caption_of(self, path: str) -> str | None:
         """The caption an indexed file came with (from a manifest), or None."""
-        row = self.db.execute("SELECT caption FROM files WHERE path = ?", (path,)).fetchone()
+        row = self.db.execute(
+            "SELECT caption FROM files WHERE path = ?", (to_text(path),)
+        ).fetchone()
         return None if row is None or row[0] is None else str(row[0])
 
     def file_ids(self, paths: Iterable[str]) -> dict[str, int]:
@@ -218,10 +226,10 @@ class Store:
         out: dict[str, int] = {}
         wanted = list(paths)
         for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
+            chunk = [to_text(p) for p in wanted[start : start + 500]]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT path, id FROM files WHERE path IN ({marks})"
-            out.update((str(path), int(i)) for path, i in self.db.execute(query, chunk))
+            out.update((from_text(path), int(i)) for path, i in self.db.execute(query, chunk))
         return out
 
     def has_vectors(self, digest: str) -> bool:
@@ -256,11 +264,14 @@ class Store:
                 "mtime_ns = excluded.mtime_ns, hash = excluded.hash, "
                 "caption = excluded.caption, indexed_at = excluded.indexed_at",
                 [
-                    (f.path, f.root, f.kind, f.size, f.mtime_ns, f.hash, f.caption, now)
+                    (to_text(f.path), to_text(f.root), f.kind, f.size, f.mtime_ns, f.hash)
+                    + (f.caption, now)
                     for f in files
                 ],
             )
-            db.executemany("DELETE FROM problems WHERE path = ?", [(f.path,) for f in files])
+            db.executemany(
+                "DELETE FROM problems WHERE path = ?", [(to_text(f.path),) for f in files]
+            )
             removed = self._drop_orphan_vectors(db)
             if vectors or removed:
                 self._bump_generation()
@@ -268,8 +279,9 @@ class Store:
     def remove_files(self, paths: Sequence[str]) -> int:
         """Forget ``paths`` (and vectors no other file shares); returns the vectors removed."""
         with self.transaction() as db:
-            db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
-            db.executemany("DELETE FROM problems WHERE path = ?", [(p,) for p in paths])
+            stored = [(to_text(p),) for p in paths]
+            db.executemany("DELETE FROM files WHERE path = ?", stored)
+            db.executemany("DELETE FROM problems WHERE path = ?", stored)
             removed = self._drop_orphan_vectors(db)
             if removed:
                 self._bump_generation()
@@ -294,9 +306,14 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
                 "root = excluded.root, reason = excluded.reason, size = excluded.size, "
                 "mtime_ns = excluded.mtime_ns, seen_at = excluded.seen_at",
-                [(p.path, p.root, p.reason, size, mtime, now) for p, size, mtime in problems],
+                [
+                    (to_text(p.path), to_text(p.root), printable(p.reason), size, mtime, now)
+                    for p, size, mtime in problems
+                ],
             )
-            db.executemany("DELETE FROM files WHERE path = ?", [(p.path,) for p, _, _ in problems])
+            db.executemany(
+                "DELETE FROM files WHERE path = ?", [(to_text(p.path),) for p, _, _ in problems]
+            )
             if self._drop_orphan_vectors(db):
                 self._bump_generation()
 
@@ -304,17 +321,17 @@ class Store:
         """``{path: (size, mtime_ns)}`` of the recorded problems under ``roots``."""
         sql, params = _under(roots)
         rows = self.db.execute(f"SELECT path, size, mtime_ns FROM problems WHERE {sql}", params)
-        return {row[0]: (row[1], row[2]) for row in rows}
+        return {from_text(row[0]): (row[1], row[2]) for row in rows}
 
     def problems(self) -> list[Problem]:
         """Every recorded problem, by path."""
         rows = self.db.execute("SELECT path, root, reason FROM problems ORDER BY path")
-        return [Problem(*row) for row in rows]
+        return [Problem(from_text(path), from_text(root), reason) for path, root, reason in rows]
 
     def forget_problems(self, paths: Sequence[str]) -> None:
         """Drop problem entries (files that are gone)."""
         with self.transaction() as db:
-            db.executemany("DELETE FROM problems WHERE path = ?", [(p,) for p in paths])
+            db.executemany("DELETE FROM problems WHERE path = ?", [(to_text(p),) for p in paths])
 
     # ------------------------------------------------------------------ vectors
 
@@ -389,9 +406,9 @@ class Store:
     ) -> npt.NDArray[np.float32] | None:
         """The stored vector of an indexed file: its first (for "more like this"), or the
         frame at ``time`` seconds of a video."""
-        at, params = "", list[object]([path])
+        at, params = "", list[object]([to_text(path)])
         if time is not None:
-            at, params = " AND v.time = ?", [path, float(time)]
+            at, params = " AND v.time = ?", [to_text(path), float(time)]
         row = self.db.execute(
             "SELECT v.vector FROM files f JOIN vectors v ON v.hash = f.hash "
             f"WHERE f.path = ?{at} ORDER BY v.time LIMIT 1",
@@ -408,6 +425,19 @@ class Store:
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
 
+def _file_record(row: Sequence[object]) -> FileRecord:
+    path, root, kind, size, mtime_ns, digest, caption = row
+    return FileRecord(
+        from_text(str(path)),
+        from_text(str(root)),
+        str(kind),
+        int(str(size)),
+        int(str(mtime_ns)),
+        str(digest),
+        None if caption is None else str(caption),
+    )
+
+
 def _under(roots: Sequence[str]) -> tuple[str, tuple[object, ...]]:
     """``WHERE`` text matching rows found through ``roots``, or whose path lies under one."""
     if not roots:
@@ -415,6 +445,7 @@ def _under(roots: Sequence[str]) -> tuple[str, tuple[object, ...]]:
     clauses = []
     params: list[object] = []
     for root in roots:
+        root = to_text(root)
         prefix = root.rstrip(os.sep) + os.sep
         clauses.append("(root = ? OR path = ? OR substr(path, 1, ?) = ?)")
         params += [root, root, len(prefix), prefix]

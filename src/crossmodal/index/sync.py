@@ -58,7 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKEND_KEY = "vector_backend"  # index meta: the milvus URI and collection, as JSON
+BACKEND_KEY = "vector_backend"  # index meta: the kind asked for (and milvus's place), as JSON
 REBUILD_CHANGED_FRACTION = 0.5  # rebuild when more than this share of the vectors changes
 IVF_OUTGROWN = 2  # rebuild an ivfpq index once sqrt(N) lists is more than this times its own
 VECTORS_NAME = "vectors.idx"  # the derived vector index, beside the database
@@ -145,29 +145,52 @@ class BackendChoice:
 
 
 def vector_backend(store: Store, config: BackendChoice) -> tuple[str, VectorIndexOptions | None]:
-    """The vector index kind and settings: the choice's, or the milvus one recorded.
+    """The vector index kind and settings: the choice's, or the one recorded.
 
-    ``--backend milvus`` is recorded in the database, so that later opens (searches,
-    re-indexing) use the same collection without being told again.
+    An explicit kind (``--backend hnsw``, ``milvus`` with its URI and collection) is recorded
+    in the database, so that later opens (searches, a plain ``crossmodal index``) keep it
+    without being told again; ``auto`` means "as recorded" (and the size-based default when
+    nothing is). A change of kind is logged as a warning.
     """
-    recorded = store.get_meta(BACKEND_KEY) or ""
-    if config.kind == "milvus":
-        uri = config.milvus_uri or str(store.directory / "milvus.db")
-        if "://" not in uri:
-            uri = os.path.abspath(os.path.expanduser(uri))
-        target = {"uri": uri, "collection": config.milvus_collection or "crossmodal"}
-        if recorded != json.dumps(target):
+    recorded = _recorded_backend(store)
+    if config.kind == "auto":
+        target = recorded or {"kind": "auto"}
+    else:
+        target = {"kind": config.kind}
+        if config.kind == "milvus":
+            uri = config.milvus_uri or str(store.directory / "milvus.db")
+            if "://" not in uri:
+                uri = os.path.abspath(os.path.expanduser(uri))
+            target |= {"uri": uri, "collection": config.milvus_collection or "crossmodal"}
+        if recorded != target:
+            if recorded is not None:
+                log.warning(
+                    "vector index: %s until now, %s from now on (as asked; later runs keep it)",
+                    _describe(recorded),
+                    _describe(target),
+                )
             with store.transaction():
                 store.set_meta(BACKEND_KEY, json.dumps(target))
-    elif recorded and config.kind == "auto":
-        target = json.loads(recorded)
-    else:
-        if recorded:
-            with store.transaction():
-                store.set_meta(BACKEND_KEY, "")  # back to a local kind
-        return config.kind, None
+    if target["kind"] != "milvus":
+        return target["kind"], None
     options = VectorIndexOptions(milvus_uri=target["uri"], milvus_collection=target["collection"])
     return "milvus", options
+
+
+def _recorded_backend(store: Store) -> dict[str, str] | None:
+    text = store.get_meta(BACKEND_KEY) or ""
+    if not text:
+        return None
+    recorded: dict[str, str] = json.loads(text)
+    if "kind" not in recorded:  # written before other kinds were recorded: milvus's target
+        recorded = {"kind": "milvus", **recorded}
+    return recorded
+
+
+def _describe(target: dict[str, str]) -> str:
+    if target["kind"] == "milvus":
+        return f"milvus ({target['uri']}, collection {target['collection']})"
+    return target["kind"]
 
 
 class DerivedVectors:

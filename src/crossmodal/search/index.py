@@ -382,7 +382,8 @@ class Index:
             if len(allowed) == 0:
                 return []
         hits: list[Hit] = []
-        fetch = k
+        stored = len(index) if allowed is None else len(allowed)
+        fetch = min(k, stored)  # never more than there is: k may be huge
         while True:
             scores, ids = index.search(vector[None, :], fetch, allowed=allowed)
             pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
@@ -390,9 +391,9 @@ class Index:
                 vector, pairs, texts, self.store, self._vectors, lambda: self.query_bank
             )
             hits = self._expand(pairs, where, relevance, threshold)
-            if len(hits) >= k or len(pairs) < fetch:
+            if len(hits) >= k or len(pairs) < fetch or fetch >= stored:
                 return hits[:k]
-            fetch *= 4  # files filtered out after expansion: ask for more
+            fetch = min(fetch * 4, stored)  # files filtered out after expansion: ask for more
 
     @property
     def query_bank(self) -> QueryBank:

@@ -19,6 +19,7 @@ from crossmodal.atomic import atomic_write_text
 from crossmodal.data.images import jpeg_data_uri
 from crossmodal.errors import CrossmodalError
 from crossmodal.pages import html_document
+from crossmodal.paths import printable
 
 if TYPE_CHECKING:
     from crossmodal.search.index import Hit
@@ -63,7 +64,7 @@ def write_results_page(
 
 def _card(rank: int, hit: Hit, explain: Callable[[Hit], Image.Image | None] | None) -> str:
     uri = thumbnail_data_uri(hit.path, hit.time)
-    name = html.escape(Path(hit.path).name)
+    name = html.escape(printable(Path(hit.path).name))
     picture = f'<img alt="{name}" src="{uri}">' if uri else "<p>(no preview)</p>"
     heat = None
     if explain is not None:
@@ -88,7 +89,7 @@ def _card(rank: int, hit: Hit, explain: Callable[[Hit], Image.Image | None] | No
         f'<figure class="{"weak" if hit.weak else ""}"><a href="{href}">{picture}</a>'
         f'<figcaption>#{rank} <span class="score">{hit.score:.3f}</span> '
         f"(relevance {hit.relevance:.1f}) {' '.join(tags)}<br>"
-        f"{html.escape(hit.path)}{caption}</figcaption></figure>"
+        f"{html.escape(printable(hit.path))}{caption}</figcaption></figure>"
     )
 
 

@@ -14,7 +14,7 @@ does not say whether it matches. Two references turn a score into a z-score:
   most ``NULL_SAMPLE`` stored pictures give its typical score and spread. Below
   ``MIN_SAMPLE`` pictures that spread means nothing, and no hit is flagged weak.
 
-``weak`` is ``relevance < WEAK_RELEVANCE`` (2.25) against the bank and
+``weak`` is ``relevance < WEAK_RELEVANCE`` (2.5) against the bank and
 ``relevance < WEAK_RELEVANCE_COLLECTION`` (2.5) against the collection.
 ``benchmarks/weak_match.py`` measures both references on captioned data; the README ("Scores
 you can read") gives the numbers the thresholds were chosen from.
@@ -54,7 +54,7 @@ __all__ = [
     "sample_relevance",
 ]
 
-WEAK_RELEVANCE = 2.25  # text queries: hits less relevant than this against the bank are weak
+WEAK_RELEVANCE = 2.5  # text queries: hits less relevant than this against the bank are weak
 WEAK_RELEVANCE_COLLECTION = 2.5  # image and mixed queries, against the collection
 MIN_SAMPLE = 20  # fewer stored pictures: a collection spread is not judged
 BANK_FILE = Path(__file__).resolve().parents[1] / "assets" / "query_bank.json"

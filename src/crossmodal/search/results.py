@@ -11,6 +11,7 @@ from crossmodal.data.walk import WalkConfig
 from crossmodal.errors import ConfigError
 from crossmodal.index.store import Problem
 from crossmodal.index.sync import BackendChoice
+from crossmodal.paths import to_text
 from crossmodal.search.relevance import WEAK_RELEVANCE
 
 __all__ = ["WEAK_RELEVANCE", "Hit", "IndexConfig", "IndexReport", "SearchFilter"]
@@ -82,6 +83,7 @@ class SearchFilter:
         params: list[object] = []
         if self.folder is not None:
             folder = os.path.abspath(os.path.expanduser(self.folder)).rstrip(os.sep) + os.sep
+            folder = to_text(folder)  # paths are stored in their text form (crossmodal.paths)
             clauses.append("substr(f.path, 1, ?) = ?")
             params += [len(folder), folder]
         if self.kind is not None:

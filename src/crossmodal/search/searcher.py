@@ -119,9 +119,12 @@ class Searcher:
         the top ``rerank`` with the re-ranker first.
 
         Raises:
-            ConfigError: ``k`` < 1, or ``rerank`` asked of a searcher without a re-ranker.
+            ConfigError: ``k`` < 1, ``rerank`` < 0, or ``rerank`` asked of a searcher without
+                a re-ranker.
             InputError: ``rerank`` asked for a query that is not one text.
         """
+        if k < 1 or rerank < 0:
+            raise ConfigError(f"k must be at least 1 and rerank at least 0, not {k} and {rerank}")
         if rerank:
             if self.reranker is None:
                 raise ConfigError(

@@ -77,6 +77,7 @@ def create_app(settings: ServiceSettings, service: Service | None = None) -> Any
     from fastapi.responses import Response
 
     from crossmodal.service.clip_compat import clip_retrieval_router
+    from crossmodal.service.docs import docs_router
     from crossmodal.service.manage import management_router
     from crossmodal.service.routes import files_router, search_router
 
@@ -113,6 +114,7 @@ def create_app(settings: ServiceSettings, service: Service | None = None) -> Any
     app.include_router(files_router(service, authorize))
     app.include_router(clip_retrieval_router(service, authorize))
     app.include_router(management_router(service, authorize))
+    app.include_router(docs_router())
     app.state.service = service
     return app
 
@@ -181,10 +183,6 @@ def _static(name: str) -> "StarletteResponse":
     return Response(body, media_type=media, headers=headers)
 
 
-class _TooLargeError(Exception):
-    pass
-
-
 class _BodyLimit:
     """ASGI middleware: 413 for a body over ``limit`` bytes, declared or streamed."""
 
@@ -201,26 +199,39 @@ class _BodyLimit:
             await _send_413(send, self.limit)
             return
         seen = 0
-        started = False
+        over = False  # the streamed body passed the limit: the answer is 413, whatever the app says
+        answered = False  # a response has started (the app's, or our 413)
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLargeError
+                    # Stop reading as a dropped client would. Raising here instead would reach
+                    # the app's body parsing (a 400, or a 500 with a traceback), not this class.
+                    over = True
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            nonlocal answered
+            if over:  # the app answered a body it never saw whole: send 413 in its place
+                if not answered:
+                    answered = True
+                    await _send_413(send, self.limit)
+                return
+            answered = answered or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited, tracked)
-        except _TooLargeError:
-            if not started:
+        except Exception:
+            if not over:
+                raise
+            if not answered:
                 await _send_413(send, self.limit)
 
 

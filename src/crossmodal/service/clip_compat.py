@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from crossmodal.errors import CrossmodalError, InputError, NotFoundError
+from crossmodal.paths import printable
 from crossmodal.search.searcher import QueryPart, SearchQuery, search_filter
 
 if TYPE_CHECKING:
@@ -88,7 +89,9 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
 
     @router.post("/knn-service")
     def knn(request: Request, payload: Any = body_json) -> list[dict[str, Any]]:
-        return _knn(service, parse(KnnRequest, payload), str(request.base_url))
+        return _knn(
+            service, parse(KnnRequest, payload), settings.base_url(request.scope.get("server"))
+        )
 
     @router.post("/metadata")
     def metadata(request: Request, payload: Any = body_json) -> list[dict[str, Any]]:
@@ -100,7 +103,9 @@ def clip_retrieval_router(service: "Service", authorize: Callable[..., None]) ->
                 if path is None:
                     continue
                 caption = service.index.store.caption_of(path)
-                meta = _metadata(service, token, path, caption, str(request.base_url))
+                meta = _metadata(
+                    service, token, path, caption, settings.base_url(request.scope.get("server"))
+                )
                 out.append({"id": token, "metadata": meta})
         return out
 
@@ -177,7 +182,7 @@ def _metadata(
     import os
 
     meta: dict[str, Any] = {
-        "caption": caption or os.path.basename(path),
+        "caption": caption or printable(os.path.basename(path)),
         "url": f"{base.rstrip('/')}/api/file/{token}",
     }
     with contextlib.suppress(CrossmodalError):  # a file that no longer decodes: no picture

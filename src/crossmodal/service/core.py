@@ -18,6 +18,7 @@ from PIL import Image
 
 from crossmodal.data.images import jpeg_bytes, load_image
 from crossmodal.errors import CrossmodalError, InputError, NotFoundError
+from crossmodal.paths import printable
 from crossmodal.search.index import Index
 from crossmodal.search.results import Hit
 from crossmodal.service.fetch import fetch
@@ -67,7 +68,7 @@ class Service:
             out.append(
                 {
                     "id": token,
-                    "name": os.path.basename(hit.path),
+                    "name": printable(os.path.basename(hit.path)),
                     "kind": hit.kind,
                     "time": hit.time,
                     "score": round(hit.score, 6),
@@ -139,8 +140,11 @@ class Service:
             FetchError: The URL was not fetched (its ``status`` says why).
             InputError: What came back is not a picture (as :meth:`picture_vector`).
         """
-        own = own_base.rstrip("/") + "/api/file/"
-        if url.startswith(own):
+        own = next(
+            (f for f in (own_base.rstrip("/") + "/api/file/", "/api/file/") if url.startswith(f)),
+            None,
+        )
+        if own is not None:
             token = url[len(own) :].partition("?")[0]
             with self.lock:
                 stored = self.stored_vector(token)

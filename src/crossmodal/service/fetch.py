@@ -174,7 +174,7 @@ def fetch(url: str, policy: FetchPolicy) -> bytes:
             failed, was too large or too slow (``.status`` says which).
     """
     if not policy.enabled:
-        raise FetchError(400, "image_url fetching is off on this server; send the image itself")
+        raise FetchError(403, "image_url fetching is off on this server; send the image itself")
     deadline = time.monotonic() + policy.timeout
     for _ in range(policy.max_redirects + 1):
         target = _parse(url)

@@ -48,5 +48,5 @@ class FileIds:
         return file_id
 
     def _mac(self, file_id: int, path: str) -> str:
-        message = f"{file_id}:{path}".encode()
+        message = f"{file_id}:{path}".encode("utf-8", "surrogateescape")  # name bytes
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_MAC_CHARS]

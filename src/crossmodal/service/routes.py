@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from crossmodal.errors import CrossmodalError, InputError, NotFoundError
+from crossmodal.paths import printable
 from crossmodal.search.searcher import Found, QueryPart, search_filter
 from crossmodal.service.core import Service
 
@@ -39,7 +40,7 @@ def search_router(service: Service, authorize: Callable[..., None]) -> Any:
 
     @api.post("/search")
     def search(body: SearchRequest, request: fastapi.Request) -> dict[str, Any]:
-        return _search(service, body, str(request.base_url))
+        return _search(service, body, settings.base_url(request.scope.get("server")))
 
     @api.post("/search/upload")
     def search_upload(
@@ -109,7 +110,7 @@ def files_router(service: Service, authorize: Callable[..., None]) -> Any:
     @api.get("/file/{token}")
     def original(token: str) -> Any:
         path = resolve(token)
-        return FileResponse(path, filename=os.path.basename(path))
+        return FileResponse(path, filename=printable(os.path.basename(path)))
 
     return api
 

@@ -41,6 +41,10 @@ class ServiceSettings:
     fetch_hosts: tuple[str, ...] = ()  # hosts image_url may be fetched from; () : fetching off
     fetch_max_bytes: int = 10 * 2**20  # the largest picture fetched by URL
     fetch_timeout: float = 5.0  # seconds for one image_url fetch, redirects included
+    # where clients reach this server: the base of the links in /knn-service answers. None:
+    # this server's own address when it listens on loopback, else links relative to the host
+    # the client called. Never the request's Host header, which the client writes.
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.token:
@@ -54,6 +58,10 @@ class ServiceSettings:
             raise ConfigError(
                 "CORS origin '*' with a token would let any site use it; name the origins"
             )
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"public_url must start with http:// or https://: {self.public_url}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0 to 65535 (0: any free port), not {self.port}")
         if self.max_k < 1 or self.max_body_bytes < 1 or self.max_image_pixels < 1:
             raise ConfigError("max_k, max_body_bytes and max_image_pixels must be positive")
         if self.fetch_max_bytes < 1 or self.fetch_timeout <= 0:
@@ -73,3 +81,16 @@ class ServiceSettings:
     def fetch_policy(self) -> FetchPolicy:
         """Where image_url may be fetched from (off when no host is named)."""
         return FetchPolicy(self.fetch_hosts, self.fetch_max_bytes, self.fetch_timeout)
+
+    def base_url(self, server: tuple[str, int] | None) -> str:
+        """The base of absolute links to this server ("" : relative links).
+
+        ``server`` is the listening socket's address (ASGI ``scope["server"]``), which the
+        client cannot forge, unlike the ``Host`` header.
+        """
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        if server is None or not is_loopback(server[0]):
+            return ""
+        host = f"[{server[0]}]" if ":" in server[0] else server[0]
+        return f"http://{host}:{server[1]}"
