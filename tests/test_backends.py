@@ -20,7 +20,12 @@ import torch
 from PIL import Image
 
 from crossmodal.encoders import Encoder, load_encoder
-from crossmodal.errors import CheckpointError, ConfigError, UnknownModelError
+from crossmodal.errors import (
+    CheckpointError,
+    ConfigError,
+    UnknownModelError,
+    UnsafeCheckpointError,
+)
 
 ATOL = 1e-5
 TEXTS = ["a photo of a cat", "Two dogs!! playing in the snow, 2 balls", ""]
@@ -179,6 +184,41 @@ def test_openclip_bad_weights(openclip_tiny: tuple[Any, Any, Path], tmp_path: Pa
     save_file({"logit_scale": torch.zeros(())}, str(wrong))
     with pytest.raises(CheckpointError, match="wrong.safetensors"):
         load_encoder(f"openclip:{TINY_OPENCLIP}@{wrong}", device="cpu")
+
+
+class _Payload:
+    """A pickle that would create a marker file when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _evil_and_truncated(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
+    """(a pickle with a code payload, a torch file cut in half, the payload's marker)."""
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "cut").mkdir()
+    evil, cut = tmp_path / "evil" / name, tmp_path / "cut" / name
+    torch.save({"w": torch.zeros(4), "x": _Payload(marker)}, evil)
+    torch.save({"w": torch.zeros(4096)}, cut)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    return evil, cut, marker
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+def test_openclip_evil_or_truncated_pickles_are_one_line_errors(
+    openclip_tiny: tuple[Any, Any, Path], tmp_path: Path
+) -> None:
+    """Issue 25.4: the same refusal as the native path, not a raw UnpicklingError."""
+    evil, cut, marker = _evil_and_truncated(tmp_path, "weights.pt")
+    with pytest.raises(UnsafeCheckpointError, match="refused to load.*could run code"):
+        load_encoder(f"openclip:{TINY_OPENCLIP}@{evil}", device="cpu")
+    with pytest.raises(CheckpointError, match="cut/weights.pt"):
+        load_encoder(f"openclip:{TINY_OPENCLIP}@{cut}", device="cpu")
+    assert not marker.exists()
 
 
 # ------------------------------------------------------------------------------------- HF
@@ -373,6 +413,24 @@ def test_hf_unsupported_model_type(
         load_encoder(f"hf:{tmp_path}", device="cpu")
     for supported in ("clip", "chinese_clip", "siglip"):
         assert supported in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+def test_hf_evil_or_truncated_pickles_are_one_line_errors(
+    hf_clip: tuple[Any, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    evil, cut, marker = _evil_and_truncated(tmp_path, "pytorch_model.bin")
+    for folder in (evil.parent, cut.parent):
+        for item in hf_clip[1].iterdir():
+            if item.suffix != ".safetensors":  # the weights are the pickle only
+                shutil.copy(item, folder / item.name)
+    with pytest.raises(UnsafeCheckpointError, match="refused to load.*could run code"):
+        load_encoder(f"hf:{evil.parent}", device="cpu")
+    with pytest.raises(CheckpointError, match="cut"):
+        load_encoder(f"hf:{cut.parent}", device="cpu")
+    assert not marker.exists()
 
 
 def test_hf_missing_directory(transformers: Any, tmp_path: Path) -> None:

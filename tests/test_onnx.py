@@ -143,6 +143,24 @@ def test_directory_without_manifest_is_named(tmp_path: Path) -> None:
         load_encoder(f"onnx:{empty}", device="cpu")
 
 
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.onnx", "sub/../../x.onnx"])
+def test_a_manifest_cannot_name_files_outside_its_folder(
+    exported: tuple[NativeEncoder, ExportResult], tmp_path: Path, name: str
+) -> None:
+    """Issue 25.7: an export folder's manifest once made us open /etc/passwd."""
+    import json
+    import shutil
+
+    copy = tmp_path / "evil"
+    shutil.copytree(exported[1].out_dir, copy)
+    manifest = json.loads((copy / "crossmodal.json").read_text())
+    manifest["files"]["fp32"]["image"] = name
+    (copy / "crossmodal.json").write_text(json.dumps(manifest))
+    (tmp_path / "outside.onnx").write_bytes((copy / "image.onnx").read_bytes())  # it exists
+    with pytest.raises(CheckpointError, match=r"files\.fp32\.image .* outside the export folder"):
+        load_encoder(f"onnx:{copy}", device="cpu", precision="fp32")
+
+
 def test_unsupported_precision_is_a_config_error(
     exported: tuple[NativeEncoder, ExportResult],
 ) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from crossmodal.encoders.base import FloatArray
 from crossmodal.encoders.runtime import resolve_device, resolve_dtype, unit_rows
 from crossmodal.encoders.spec import ModelSpec
 from crossmodal.errors import BackendUnavailableError, CheckpointError, ConfigError, short_message
+from crossmodal.models.weights import refused_pickle
 from crossmodal.text.base import TokenBatch
 
 if TYPE_CHECKING:
@@ -327,7 +329,9 @@ def load_hf(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> H
         hf_tokenizer = transformers.AutoTokenizer.from_pretrained(
             source, local_files_only=local_only
         )
-    except (OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:  # weights_only refused it: nothing ran
+        raise refused_pickle(source, exc) from exc
+    except (OSError, ValueError, EOFError, RuntimeError) as exc:  # EOF, Runtime: truncated
         raise CheckpointError(
             f"{source}: cannot load the {model_type} model ({short_message(exc)})"
         ) from exc

@@ -151,8 +151,21 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
         )
     files = manifest.get("files")
     fp32 = files.get("fp32") if isinstance(files, dict) else None
-    if not isinstance(fp32, dict) or not {"image", "text"} <= set(fp32):
+    if (
+        not isinstance(files, dict)
+        or not isinstance(fp32, dict)
+        or not {"image", "text"} <= set(fp32)
+    ):
         raise CheckpointError(f"{path}: manifest lists no fp32 image and text files")
+    inside = directory.resolve()
+    for precision, towers in files.items():
+        for tower, name in towers.items() if isinstance(towers, dict) else ():
+            target = (directory / str(name)).resolve()
+            if not isinstance(name, str) or not target.is_relative_to(inside):
+                raise CheckpointError(
+                    f"{path}: files.{precision}.{tower} ({name!r}) is outside the export "
+                    "folder; a manifest names files inside its folder: re-export the model"
+                )
     if not isinstance(manifest.get("config"), dict):
         raise CheckpointError(f"{path}: manifest has no model config")
     return manifest

@@ -13,6 +13,7 @@ import difflib
 import importlib
 import logging
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -31,6 +32,7 @@ from crossmodal.errors import (
     UnknownModelError,
     short_message,
 )
+from crossmodal.models.weights import refused_pickle
 from crossmodal.text.base import TokenBatch
 
 if TYPE_CHECKING:
@@ -308,7 +310,9 @@ def load_openclip(
             precision=_PRECISIONS[dtype],
             **kwargs,
         )
-    except (RuntimeError, ValueError, OSError, KeyError) as exc:
+    except pickle.UnpicklingError as exc:  # weights_only refused it: nothing ran
+        raise refused_pickle(pretrained or name, exc) from exc
+    except (RuntimeError, ValueError, OSError, KeyError, EOFError) as exc:  # EOF: truncated
         where = pretrained or name
         raise CheckpointError(
             f"{where}: OpenCLIP could not build {name!r} with these weights "

@@ -90,22 +90,28 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
     return tensors, metadata
 
 
+def refused_pickle(path: str | os.PathLike[str], exc: pickle.UnpicklingError) -> Exception:
+    """The error for a pickle ``torch.load(weights_only=True)`` refused (the same one for
+    every backend that loads weights: native, ``openclip:…@file``, ``hf:DIR``)."""
+    text = str(exc)
+    if "TorchScript" in text or "jit" in text.lower():
+        hint = (
+            "this looks like an OpenAI TorchScript archive; load it with the OpenCLIP "
+            "backend ('openclip:ViT-B-32/openai') or convert it to safetensors"
+        )
+    else:
+        hint = "convert it to safetensors with a trusted tool, or use a safetensors file"
+    return UnsafeCheckpointError(
+        f"{path}: refused to load: the pickle holds more than tensors and loading it could "
+        f"run code ({text.splitlines()[0] if text else 'unsafe global'}); {hint}"
+    )
+
+
 def _read_pickle(path: Path) -> StateDict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "TorchScript" in text or "jit" in text.lower():
-            hint = (
-                "this looks like an OpenAI TorchScript archive; load it with the OpenCLIP "
-                "backend ('openclip:ViT-B-32/openai') or convert it to safetensors"
-            )
-        else:
-            hint = "convert it to safetensors with a trusted tool, or use a safetensors file"
-        raise UnsafeCheckpointError(
-            f"{path}: refused to load: the pickle holds more than tensors and loading it could "
-            f"run code ({text.splitlines()[0] if text else 'unsafe global'}); {hint}"
-        ) from exc
+        raise refused_pickle(path, exc) from exc
     except RuntimeError as exc:
         if "TorchScript" in str(exc) or "constants.pkl" in str(exc):
             raise UnsafeCheckpointError(
