@@ -1,4 +1,6 @@
-"""The index database's schema and its rows: migrations, file, vector and problem records.
+"""The index database's schema and its rows: migrations, file, vector and problem records,
+and the two conversions at the SQL boundary (a row to a record; roots to a ``WHERE``), where
+paths take their stored text form (:mod:`crossmodal.paths`).
 
 Schema changes go through :data:`MIGRATIONS`: version ``n`` is reached from ``n - 1`` by the
 ``n``-th script, which :class:`crossmodal.index.store.Store` runs in one transaction on open.
@@ -6,10 +8,14 @@ Schema changes go through :data:`MIGRATIONS`: version ``n`` is reached from ``n 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from crossmodal.paths import from_text, to_text
 
 __all__ = [
     "DB_NAME",
@@ -19,6 +25,8 @@ __all__ = [
     "FileRecord",
     "Problem",
     "VectorRecord",
+    "file_record",
+    "under_roots",
 ]
 
 STILL = -1.0  # the frame time stored for a still image
@@ -90,3 +98,31 @@ class Problem:
     path: str
     root: str
     reason: str
+
+
+def file_record(row: Sequence[object]) -> FileRecord:
+    """A ``files`` row (path, root, kind, size, mtime_ns, hash, caption) as a record."""
+    path, root, kind, size, mtime_ns, digest, caption = row
+    return FileRecord(
+        from_text(str(path)),
+        from_text(str(root)),
+        str(kind),
+        int(str(size)),
+        int(str(mtime_ns)),
+        str(digest),
+        None if caption is None else str(caption),
+    )
+
+
+def under_roots(roots: Sequence[str]) -> tuple[str, tuple[object, ...]]:
+    """``WHERE`` text matching rows found through ``roots``, or whose path lies under one."""
+    if not roots:
+        return "1", ()
+    clauses = []
+    params: list[object] = []
+    for root in roots:
+        root = to_text(root)
+        prefix = root.rstrip(os.sep) + os.sep
+        clauses.append("(root = ? OR path = ? OR substr(path, 1, ?) = ?)")
+        params += [root, root, len(prefix), prefix]
+    return " OR ".join(clauses), tuple(params)

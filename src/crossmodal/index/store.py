@@ -39,6 +39,8 @@ from crossmodal.index.schema import (
     FileRecord,
     Problem,
     VectorRecord,
+    file_record,
+    under_roots,
 )
 from crossmodal.paths import from_text, printable, to_text
 
@@ -169,12 +171,12 @@ class Store:
 
     def files_under(self, roots: Sequence[str]) -> dict[str, FileRecord]:
         """Indexed files under (or found through) ``roots`` — all files when empty — by path."""
-        sql, params = _under(roots)
+        sql, params = under_roots(roots)
         rows = self.db.execute(
             f"SELECT path, root, kind, size, mtime_ns, hash, caption FROM files WHERE {sql}",
             params,
         )
-        return {from_text(row[0]): _file_record(row) for row in rows}
+        return {from_text(row[0]): file_record(row) for row in rows}
 
     def roots(self) -> list[str]:
         """The roots files were indexed through (folders, files, manifests), sorted."""
@@ -319,7 +321,7 @@ class Store:
 
     def problem_stamps(self, roots: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
         """``{path: (size, mtime_ns)}`` of the recorded problems under ``roots``."""
-        sql, params = _under(roots)
+        sql, params = under_roots(roots)
         rows = self.db.execute(f"SELECT path, size, mtime_ns FROM problems WHERE {sql}", params)
         return {from_text(row[0]): (row[1], row[2]) for row in rows}
 
@@ -423,30 +425,3 @@ class Store:
             tuple(params),
         )
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
-
-
-def _file_record(row: Sequence[object]) -> FileRecord:
-    path, root, kind, size, mtime_ns, digest, caption = row
-    return FileRecord(
-        from_text(str(path)),
-        from_text(str(root)),
-        str(kind),
-        int(str(size)),
-        int(str(mtime_ns)),
-        str(digest),
-        None if caption is None else str(caption),
-    )
-
-
-def _under(roots: Sequence[str]) -> tuple[str, tuple[object, ...]]:
-    """``WHERE`` text matching rows found through ``roots``, or whose path lies under one."""
-    if not roots:
-        return "1", ()
-    clauses = []
-    params: list[object] = []
-    for root in roots:
-        root = to_text(root)
-        prefix = root.rstrip(os.sep) + os.sep
-        clauses.append("(root = ? OR path = ? OR substr(path, 1, ?) = ?)")
-        params += [root, root, len(prefix), prefix]
-    return " OR ".join(clauses), tuple(params)

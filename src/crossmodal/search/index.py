@@ -41,6 +41,7 @@ from crossmodal.index.lock import writer_lock
 from crossmodal.index.store import Problem, Store
 from crossmodal.index.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors, vector_backend
 from crossmodal.search.entries import Entry, find_entries, is_manifest_file
+from crossmodal.search.hits import expand_hits
 from crossmodal.search.ingest import ChunkIngest
 from crossmodal.search.query import Query, unit_sum
 from crossmodal.search.relevance import (
@@ -390,7 +391,7 @@ class Index:
             relevance, threshold = hit_relevance(
                 vector, pairs, texts, self.store, self._vectors, lambda: self.query_bank
             )
-            hits = self._expand(pairs, where, relevance, threshold)
+            hits = expand_hits(self.store, pairs, where, relevance, threshold)
             if len(hits) >= k or len(pairs) < fetch or fetch >= stored:
                 return hits[:k]
             fetch = min(fetch * 4, stored)  # files filtered out after expansion: ask for more
@@ -411,49 +412,3 @@ class Index:
         if stored is not None:
             return self.search(vector=stored, k=k)
         return self.search(image=Path(path), k=k)
-
-    def _expand(
-        self,
-        pairs: list[tuple[float, int]],
-        where: SearchFilter,
-        relevance_of: dict[int, float],
-        weak_below: float,
-    ) -> list[Hit]:
-        """Vector hits → file hits (every file with that content, passing the filter)."""
-        info = self.store.vectors_for(i for _, i in pairs)
-        files = self.store.files_with_hashes(h for h, _ in info.values())
-        sql, params = where.sql()
-        file_ids = [fid for entries in files.values() for fid, _ in entries]
-        allowed_files = None
-        if not where.empty and file_ids:
-            allowed_files = set(
-                self.store.db.execute(
-                    f"SELECT f.id FROM files f WHERE ({sql}) AND f.id IN "
-                    f"({','.join('?' * len(file_ids))})",
-                    (*params, *file_ids),
-                ).fetchall()
-            )
-            allowed_files = {row[0] for row in allowed_files}
-        rows = self.store.file_rows(file_ids)
-        hits: list[Hit] = []
-        for score, vid in pairs:
-            digest, frame_time = info.get(vid, ("", None))
-            for fid, _ in files.get(digest, []):
-                if allowed_files is not None and fid not in allowed_files:
-                    continue
-                _, path, _, kind, size, mtime_ns, _, caption = rows[fid]
-                relevance = relevance_of.get(vid, 0.0)  # its vector went meanwhile
-                hits.append(
-                    Hit(
-                        path=str(path),
-                        score=score,
-                        relevance=relevance,
-                        weak=relevance < weak_below,
-                        kind=str(kind),
-                        time=frame_time,
-                        caption=None if caption is None else str(caption),
-                        size=int(str(size)),
-                        mtime=int(str(mtime_ns)) / 1e9,
-                    )
-                )
-        return hits
