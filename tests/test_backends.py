@@ -433,6 +433,25 @@ def test_hf_evil_or_truncated_pickles_are_one_line_errors(
     assert not marker.exists()
 
 
+def test_hf_tokenizer_not_the_models_is_a_one_line_error(transformers: Any, tmp_path: Path) -> None:
+    """CLIP's tokenizer saved beside a text tower of 100 tokens: before, the embedding lookup's
+    ``IndexError``; now an error that says the folder's tokenizer is not the model's."""
+    config = transformers.CLIPConfig(
+        text_config={**TINY_TOWER, "vocab_size": 100, "max_position_embeddings": 77},
+        vision_config=TINY_VISION,
+        projection_dim=32,
+    )
+    processor = transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    model = transformers.CLIPModel(config).eval()
+    root = _save_hf(tmp_path, model, processor, _clip_hf_tokenizer(transformers))
+    encoder = load_encoder(f"hf:{root}", device="cpu", precision="fp32")
+    for tokenize in (encoder.tokenizer, lambda texts: encoder.tokenizer.encode(texts[0])):
+        with pytest.raises(ConfigError, match="100 token embeddings.*is not this model's"):
+            tokenize(["a cat"])
+
+
 def test_hf_missing_directory(transformers: Any, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         load_encoder(f"hf:{tmp_path / 'nothing-here'}", device="cpu")

@@ -56,10 +56,14 @@ def _index(*args: str) -> str:
 
 
 @pytest.mark.slow
-def test_milvus_lite_answers_like_the_exact_backend(tmp_path: Path) -> None:
+def test_milvus_lite_answers_like_the_exact_backend(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     gallery = _gallery(tmp_path / "photos")
     _index(str(gallery), "--db", str(tmp_path / "exact"), "--backend", "exact")
     _index(str(gallery), "--db", str(tmp_path / "lite"), "--backend", "milvus")
+    noise = [r for r in caplog.records if r.name.startswith("grpc")]  # issue 25.4: Lite's
+    assert not noise, noise[0].getMessage()  # "Method not implemented!" on a good run
     assert (tmp_path / "lite" / "milvus.db").exists()
     header = read_vector_index_header(tmp_path / "lite" / "vectors.idx")
     assert (header.kind, header.count) == ("milvus", len(SHAPES))  # a handle, not vectors
@@ -72,7 +76,7 @@ def test_milvus_lite_answers_like_the_exact_backend(tmp_path: Path) -> None:
     assert found.returncode == 0, found.stderr[-2000:]
     first = json.loads(found.stdout.splitlines()[0])
     assert Path(first["path"]).name == _answers(tmp_path / "exact")[0][0][0]
-    assert "MilvusLite server" not in found.stderr
+    assert "MilvusLite server" not in found.stderr and "Traceback" not in found.stderr
     folder = str(gallery / "square")  # a filter, pushed down to Milvus as `id in [...]`
     squares = _answers(tmp_path / "lite", folder=folder)
     assert squares == _answers(tmp_path / "exact", folder=folder)

@@ -90,6 +90,7 @@ class BackendUnavailableError(CrossmodalError, ImportError):
 
 
 def short_message(exc: BaseException, limit: int = 400) -> str:
-    """An exception's message cut to ``limit`` characters (key lists can run to pages)."""
-    text = str(exc)
+    """An exception's message on one line, cut to ``limit`` characters (key lists can run to
+    pages; libraries' messages can run over several lines)."""
+    text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[:limit] + " ..."

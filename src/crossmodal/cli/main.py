@@ -61,8 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose == 0:
-        for noisy in ("httpx", "huggingface_hub", "urllib3", "faiss.loader", "milvus_lite"):
+        for noisy in ("httpx", "urllib3", "faiss.loader", "milvus_lite"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # The Hub's retry warnings and transformers' config notes come before our own one-line
+        # error, which says what to do (crossmodal.encoders.hub); -v shows them.
+        for noisy in ("huggingface_hub", "transformers"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         code: int = args.run(args)
         return code

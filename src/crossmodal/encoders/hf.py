@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from crossmodal.encoders.base import FloatArray
+from crossmodal.encoders.hub import HUB_UNREACHABLE, hub_offline
 from crossmodal.encoders.runtime import resolve_device, resolve_dtype, unit_rows
 from crossmodal.encoders.spec import ModelSpec
 from crossmodal.errors import BackendUnavailableError, CheckpointError, ConfigError, short_message
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["SUPPORTED_MODEL_TYPES", "HfEncoder", "HfPreprocess", "HfTokenizer", "load_hf"]
 
 log = logging.getLogger(__name__)
-
-_TRUTHY = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -135,16 +134,30 @@ class HfTokenizer:
     Args:
         tokenizer: ``AutoTokenizer.from_pretrained(...)`` of the model.
         context_length: Ids per text.
+        vocab_size: Rows of the text tower's token embedding (None: unchecked). An id at or
+            past it means the folder's tokenizer is not the model's: a clear error instead of
+            the embedding lookup's ``IndexError``.
+        source: Where the model came from, for that error.
     """
 
-    def __init__(self, tokenizer: Any, context_length: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        context_length: int,
+        vocab_size: int | None = None,
+        source: str = "",
+    ) -> None:
         self.tokenizer = tokenizer
         self.context_length = context_length
+        self.vocab_size = vocab_size
+        self.source = source
 
     def encode(self, text: str) -> list[int]:
         """Ids of one text with its special tokens, truncated, without padding."""
         ids = self.tokenizer(text, truncation=True, max_length=self.context_length)["input_ids"]
-        return [int(i) for i in ids]
+        out = [int(i) for i in ids]
+        self._check(max(out, default=0), text)
+        return out
 
     def __call__(self, texts: Sequence[str]) -> TokenBatch:
         """``(B, context_length)`` int64 ids and the tokenizer's attention mask."""
@@ -160,7 +173,20 @@ class HfTokenizer:
         )
         ids = np.asarray(out["input_ids"], dtype=np.int64).reshape(len(texts), -1)
         mask = np.asarray(out["attention_mask"], dtype=np.int64).reshape(ids.shape)
+        if ids.size:
+            row = int(np.argmax(ids.max(axis=1)))
+            self._check(int(ids[row].max()), texts[row])
         return TokenBatch(ids=ids, attention_mask=mask)
+
+    def _check(self, top: int, text: str) -> None:
+        """Raise when an id does not fit the text tower's vocabulary."""
+        if self.vocab_size is not None and top >= self.vocab_size:
+            raise ConfigError(
+                f"{self.source or 'hf model'}: the tokenizer gave id {top} for {text[:40]!r} "
+                f"but the text tower has {self.vocab_size} token embeddings: the folder's "
+                f"tokenizer ({type(self.tokenizer).__name__}, {len(self.tokenizer)} tokens) is "
+                "not this model's; save the model's own tokenizer beside it"
+            )
 
     def __repr__(self) -> str:
         """Short description with the tokenizer class and context length."""
@@ -272,10 +298,6 @@ def _source(spec: ModelSpec) -> str:
     return source  # a hub id
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUTHY
-
-
 def _family(model_type: str, source: str) -> _Family:
     family = _FAMILIES.get(model_type)
     if family is None:
@@ -304,10 +326,12 @@ def load_hf(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> H
     source = _source(spec)
     torch_device = resolve_device(device)
     dtype = resolve_dtype(precision, torch_device)
-    local_only = _offline()
+    local_only = not Path(source).is_dir() and hub_offline()
     try:
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
     except OSError as exc:
+        if local_only:
+            raise CheckpointError(f"{source}: {HUB_UNREACHABLE} (hf:DIR)") from exc
         raise CheckpointError(
             f"{source}: cannot read a Hugging Face config ({short_message(exc)})"
         ) from exc
@@ -336,7 +360,13 @@ def load_hf(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> H
             f"{source}: cannot load the {model_type} model ({short_message(exc)})"
         ) from exc
     model = model.to(torch_device).eval()
-    tokenizer = HfTokenizer(hf_tokenizer, family.context_length(config))
+    vocab = getattr(config.text_config, "vocab_size", None)
+    tokenizer = HfTokenizer(
+        hf_tokenizer,
+        family.context_length(config),
+        vocab_size=int(vocab) if vocab else None,
+        source=source,
+    )
     preprocess = HfPreprocess(processor, int(config.vision_config.image_size))
     return HfEncoder(
         model,

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from crossmodal.encoders.base import FloatArray
+from crossmodal.encoders.hub import HUB_UNREACHABLE, hub_offline
 from crossmodal.encoders.runtime import resolve_device, resolve_dtype, unit_rows
 from crossmodal.encoders.spec import ModelSpec
 from crossmodal.errors import (
@@ -42,6 +43,7 @@ __all__ = ["OpenClipEncoder", "OpenClipPreprocess", "OpenClipTokenizer", "load_o
 
 log = logging.getLogger(__name__)
 
+_HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # OpenCLIP's names
 _SCHEMAS = ("hf-hub:", "local-dir:")  # OpenCLIP model names that carry their own config
 _NAMES_SHOWN = 30  # valid model names listed in an UnknownModelError
 # torch weight dtype → OpenCLIP precision name ("pure": every weight cast, as native does)
@@ -249,6 +251,40 @@ def _weights_path(weights: str) -> Path:
     return path
 
 
+def _tag_preprocess(open_clip: ModuleType, name: str, tag: str) -> dict[str, Any]:
+    """The image preprocessing a pretrained tag was trained with, as model kwargs."""
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    return {
+        "image_mean": cfg.get("mean"),
+        "image_std": cfg.get("std"),
+        "image_interpolation": cfg.get("interpolation"),
+        "image_resize_mode": cfg.get("resize_mode"),
+    }
+
+
+def cached_pretrained(open_clip: ModuleType, name: str, tag: str) -> str:
+    """Offline: the Hugging Face cache's copy of a pretrained tag's weights.
+
+    OpenCLIP would ask the Hub for them (five retries, then the cache); offline we read the
+    cache ourselves, the safetensors file first, and say at once when it is not there.
+
+    Raises:
+        CheckpointError: the tag's weights are not in the cache.
+    """
+    hub = str(open_clip.get_pretrained_cfg(name, tag).get("hf_hub") or "").strip("/")
+    parts = hub.split("/")
+    if len(parts) >= 2:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = "/".join(parts[:2])
+        files = ["/".join(parts[2:])] if len(parts) > 2 else list(_HUB_FILES)
+        for filename in files:
+            found = try_to_load_from_cache(repo, filename)
+            if isinstance(found, str):
+                return found
+    raise CheckpointError(f"openclip:{name}/{tag}: {HUB_UNREACHABLE} ('openclip:{name}@FILE')")
+
+
 def _image_size(model: torch.nn.Module) -> int:
     """The input side from the model's preprocess config (the longer side if not square)."""
     cfg = getattr(getattr(model, "visual", None), "preprocess_cfg", {}) or {}
@@ -289,13 +325,10 @@ def load_openclip(
             )
         pretrained = str(_weights_path(spec.weights))
         if tag is not None:  # the tag still says how images were preprocessed
-            cfg = open_clip.get_pretrained_cfg(name, tag)
-            kwargs.update(
-                image_mean=cfg.get("mean"),
-                image_std=cfg.get("std"),
-                image_interpolation=cfg.get("interpolation"),
-                image_resize_mode=cfg.get("resize_mode"),
-            )
+            kwargs.update(_tag_preprocess(open_clip, name, tag))
+    elif tag is not None and not name.startswith(_SCHEMAS) and hub_offline():
+        pretrained = cached_pretrained(open_clip, name, tag)
+        kwargs.update(_tag_preprocess(open_clip, name, tag))
     elif tag is None and not name.startswith(_SCHEMAS):
         log.warning(
             "model %s has no pretrained tag or weights: using random initialisation; "

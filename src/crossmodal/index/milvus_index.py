@@ -179,7 +179,14 @@ class MilvusIndex:
             params.add_index("vector", index_type="HNSW", metric_type="IP", params=build)
         else:
             params.add_index("vector", index_type="FLAT", metric_type="IP")
-        self.client.create_collection(self.collection, schema=schema, index_params=params)
+        self.client.create_collection(self.collection, schema=schema)
+        # Waiting for the index asks the server for a timestamp, which Milvus Lite does not
+        # implement: a gRPC "Method not implemented!" traceback in the log of a run that then
+        # succeeds. Lite builds the index of an empty collection at once: no wait there.
+        self.client.create_index(
+            self.collection, params, sync=not _is_lite(self.options.milvus_uri)
+        )
+        self.client.load_collection(self.collection)
 
     @property
     def dim(self) -> int:
