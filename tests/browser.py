@@ -1,8 +1,10 @@
-"""Headless Chromium for the tests of crossmodal's pages (registered as a fixture in conftest).
+"""Headless Chromium for the tests of crossmodal's pages (fixtures registered in conftest).
 
-``browser`` is a Selenium driver on the system's Chromium, fully offline; the tests that use it
-skip where Chromium or Selenium is missing (``scripts/install dev`` installs both).
-:func:`open_page` loads a file and returns what the browser made of it.
+``browser`` is a Selenium driver on the system's Chromium, fully offline; ``page`` is a
+Playwright tab on the same Chromium that records the page's console errors in ``page.errors``.
+The tests that use them skip where Chromium, Selenium or Playwright is missing
+(``scripts/install dev`` installs them). :func:`open_page` loads a file and returns what the
+browser made of it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["CHROMEDRIVER", "CHROMIUM", "browser", "open_page"]
+__all__ = ["CHROMEDRIVER", "CHROMIUM", "browser", "open_page", "page"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -51,6 +53,27 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture()
+def page() -> Iterator[Any]:
+    """A Playwright tab (1200×900) in headless Chromium; ``page.errors`` collects console
+    errors and uncaught exceptions."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed: apt-get install chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        context = chromium.new_context(viewport={"width": 1200, "height": 900})
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.errors = errors
+        yield tab
+        chromium.close()
 
 
 _PAGE_STATE_JS = """

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.browser import browser  # noqa: F401  (a fixture for every test module)
+from tests.browser import browser, page  # noqa: F401  (fixtures for every test module)
 from tests.localray import local_ray  # noqa: F401  (a fixture for every test module)
 
 torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -221,6 +221,33 @@ def test_html_page_shows_the_hits(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "--explain draws heat maps into the page: give --html too" in capsys.readouterr().err
 
 
+def test_captions_and_labels_lead_the_html_page(tmp_path: Path) -> None:
+    """A manifest's captions, or its label where a row has none (``crossmodal data label``'s
+    labels.jsonl), become the hits' captions, shown before the path on the results page."""
+    gallery = _gallery(tmp_path)
+    manifest = gallery / "labels.jsonl"
+    rows = [
+        {"image": "red-circle.png", "caption": ["a red circle", "红色的圆"]},
+        {"image": "yellow-star.png", "label": "star"},
+        {"image": "blue-square.jpg"},
+    ]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with Index.open(tmp_path / "db") as index:
+        index.add([manifest])
+        hits = index.search(text="a red circle", k=3)
+    captions = {Path(h.path).name: h.caption for h in hits}
+    assert captions == {
+        "red-circle.png": "a red circle / 红色的圆",
+        "yellow-star.png": "star",
+        "blue-square.jpg": None,
+    }
+    from crossmodal.search.page import write_results_page
+
+    text = write_results_page(tmp_path / "hits.html", "red", [("red", hits)]).read_text("utf-8")
+    red = text.index('<span class="caption">a red circle / 红色的圆</span>')
+    assert red < text.index(str(gallery / "red-circle.png"), red)
+
+
 def test_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "cats", "--db", str(tmp_path / "nothing")]) == 1
     assert "no crossmodal index here" in capsys.readouterr().err

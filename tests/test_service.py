@@ -466,3 +466,60 @@ def test_more_like_this_through_a_symlinked_folder(tmp_path: Path) -> None:
         assert same["hits"][0]["name"] == "blue_square.png"
         assert float(same["hits"][0]["score"]) > 0.99
         assert httpx.get(f"{url}/api/file/{token}").status_code == 200
+
+
+def test_folders_places_captions_and_larger_views(tmp_path: Path) -> None:
+    """What the web page shows and filters by: the indexed folders (``GET /api/folders``), a
+    hit's place under its folder, its caption (or a label-only manifest's label), and a larger
+    view; a file a manifest names is served, unless it resolves out of its own folder."""
+    gallery = tmp_path / "gallery"
+    shape_gallery(gallery / "circles", [("red", "circle"), ("green", "circle")])
+    shape_gallery(gallery / "squares", [("blue", "square")])
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    shape_image("yellow", "square", 700).save(labelled / "big.png")
+    secret = tmp_path / "private.png"
+    shape_image("purple", "circle").save(secret)
+    os.symlink(secret, labelled / "link.png")  # named by the manifest, leading out of its folder
+    manifest = labelled / "labels.jsonl"
+    manifest.write_text(
+        '{"image": "big.png", "label": "黄色方块"}\n{"image": "link.png", "label": "secret"}\n'
+    )
+    with Index.open(tmp_path / "db") as index:
+        index.add([gallery, manifest])
+    with running(ServiceSettings(db=tmp_path / "db", port=0, preview_size=512)) as url:
+        folders = httpx.get(f"{url}/api/folders").json()["folders"]
+        assert [(f["label"], f["files"]) for f in folders] == [
+            ("gallery", 3),
+            ("gallery/circles", 2),
+            ("gallery/squares", 1),
+            ("labelled", 2),
+        ]
+        circles = folders[1]["path"]
+        assert circles == str(gallery / "circles")
+        hits = httpx.post(f"{url}/api/search", json={"text": "circle", "k": 10}).json()["hits"]
+        by_place = {h["where"]: h for h in hits}
+        assert set(by_place) == {
+            "gallery/circles/red_circle.png",
+            "gallery/circles/green_circle.png",
+            "gallery/squares/blue_square.png",
+            "labelled/big.png",
+            "labelled/link.png",
+        }
+        assert by_place["labelled/big.png"]["caption"] == "黄色方块"  # the label, as caption
+        assert by_place["gallery/circles/red_circle.png"]["caption"] is None
+        assert all(str(tmp_path) not in str(h) for h in hits)  # still no path in a hit
+        only = httpx.post(f"{url}/api/search", json={"text": "circle", "folder": circles}).json()
+        assert {h["where"] for h in only["hits"]} == {
+            "gallery/circles/red_circle.png",
+            "gallery/circles/green_circle.png",
+        }
+        big = by_place["labelled/big.png"]
+        thumb = Image.open(io.BytesIO(httpx.get(f"{url}{big['thumbnail']}").content))
+        preview = Image.open(io.BytesIO(httpx.get(f"{url}{big['preview']}").content))
+        assert (max(thumb.size), max(preview.size)) == (256, 512)
+        too_big = httpx.get(f"{url}/api/thumb/{big['id']}?size=513")
+        assert too_big.status_code == 422
+        assert httpx.get(f"{url}{big['file']}").status_code == 200  # named by a manifest
+        link = httpx.get(f"{url}{by_place['labelled/link.png']['file']}")
+        assert link.status_code == 404 and link.content != secret.read_bytes()

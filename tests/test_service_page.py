@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from crossmodal.search.index import Index
-from tests.browser import CHROMIUM
 from tests.planted import shape_image
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 from crossmodal.service.app import running  # noqa: E402
 from crossmodal.service.settings import ServiceSettings  # noqa: E402
@@ -42,24 +40,6 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "db"
 
 
-@pytest.fixture()
-def page() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed: apt-get install chromium")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        tab = context.new_page()
-        errors: list[str] = []
-        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        tab.on("pageerror", lambda e: errors.append(str(e)))
-        tab.errors = errors
-        yield tab
-        browser.close()
-
-
 def _names(page: Any) -> list[str]:
     return [
         str(n)
@@ -78,7 +58,8 @@ def test_type_search_more_like_this_and_drop(db: Path, page: Any) -> None:
         assert _names(page)[0] == "blue_square.png"
         assert not page.locator("#auth").is_visible()  # no token asked for where none is needed
         page.wait_for_function(
-            "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+            "() => [...document.querySelectorAll('#results img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
         )
         # "Where?" swaps the first picture for its heat map of the query
         first = page.locator("#results .card").first
@@ -135,7 +116,8 @@ def test_the_page_asks_for_the_token(db: Path, page: Any) -> None:
         page.wait_for_selector("#results .card")
         assert _names(page)[0] == "red_circle.png"
         page.wait_for_function(
-            "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+            "() => [...document.querySelectorAll('#results img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
         )
         page.errors.clear()  # the 401s of the first try are expected
         header = page.request.get(url).headers["content-security-policy"]

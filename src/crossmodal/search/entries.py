@@ -40,7 +40,8 @@ def is_manifest_file(path: str) -> bool:
 
 
 def manifest_entries(manifest: str) -> Iterator[Entry | Problem]:
-    """The images a manifest lists (caption: its captions joined by " / ")."""
+    """The images a manifest lists (caption: its captions joined by " / "; an image with no
+    caption but a label, such as ``crossmodal data label``'s ``labels.jsonl``, has its label)."""
     from crossmodal.data.manifests import ManifestSource
     from crossmodal.data.walk import classify
 
@@ -55,7 +56,7 @@ def manifest_entries(manifest: str) -> Iterator[Entry | Problem]:
         except OSError as exc:
             yield Problem(path, manifest, f"cannot read: {exc.strerror}")
             continue
-        caption = " / ".join(sample.captions) or None
+        caption = " / ".join(sample.captions) or sample.label
         yield Entry(path, manifest, kind, stat.st_size, stat.st_mtime_ns, caption)
 
 

@@ -34,7 +34,9 @@ figure{margin:0;background:#fff;border:1px solid #dde2ea;border-radius:8px;paddi
 figure.weak{opacity:.55}
 figure img{width:100%;height:224px;object-fit:contain;background:#fff}
 figure img.heat{height:160px;margin-top:4px}
-figcaption{font-size:12px;word-break:break-all}
+figcaption{font-size:12px}
+figcaption .caption{display:block;font-size:15px;font-weight:600;margin:2px 0 4px}
+figcaption .path{display:block;color:#555;word-break:break-all}
 .score{font-weight:600}
 """
 
@@ -83,13 +85,15 @@ def _card(rank: int, hit: Hit, explain: Callable[[Hit], Image.Image | None] | No
         tags.append(f'<span class="tag">video {hit.time:.2f}s</span>')
     if hit.weak:
         tags.append('<span class="tag">weak match</span>')
-    caption = f"<br>{html.escape(hit.caption)}" if hit.caption else ""
+    # what the picture is (its caption or label) first; where it lies second
+    caption = f'<span class="caption">{html.escape(hit.caption)}</span>' if hit.caption else ""
     href = html.escape(Path(hit.path).as_uri(), quote=True)
     return (
         f'<figure class="{"weak" if hit.weak else ""}"><a href="{href}">{picture}</a>'
-        f'<figcaption>#{rank} <span class="score">{hit.score:.3f}</span> '
-        f"(relevance {hit.relevance:.1f}) {' '.join(tags)}<br>"
-        f"{html.escape(printable(hit.path))}{caption}</figcaption></figure>"
+        f"<figcaption>{caption}#{rank} "
+        f'<span class="score">{hit.score:.3f}</span> '
+        f"(relevance {hit.relevance:.1f}) {' '.join(tags)}"
+        f'<span class="path">{html.escape(printable(hit.path))}</span></figcaption></figure>'
     )
 
 

@@ -8,6 +8,8 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
 - ``GET /``: the search page (``static/``: plain HTML, CSS and JS, no CDN, a strict CSP).
 
 - ``GET /api/health``: status, files, model.
+- ``GET /api/folders``: the folders holding indexed files, for the ``folder`` filter
+  (:func:`crossmodal.index.folders.list_folders`).
 - ``POST /api/search``: JSON ``{"text", "image_id", "image_url", "negative", "text_weight",
   "image_weight", "negative_weight", "k"}`` and the filters ``"folder", "kind", "suffixes",
   "after", "before"`` (:func:`crossmodal.search.searcher.search_filter`): a text, an
@@ -23,13 +25,16 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
 - ``GET /metrics``: Prometheus text (requests, latency histogram, index size).
 - ``GET /api/explain/{id}?text=``: a heat map of where the text falls in the picture
   (attention over its patch tokens; native models).
-- ``GET /api/thumb/{id}`` (``?t=`` seconds for a video frame) and ``GET /api/file/{id}``:
-  a hit's thumbnail and original, by the opaque id of :mod:`crossmodal.service.ids` only.
-  The file must still resolve (symlinks followed) inside the indexed root it was found under.
+- ``GET /api/thumb/{id}`` (``?t=`` seconds for a video frame, ``?size=`` up to
+  ``preview_size`` for a larger view) and ``GET /api/file/{id}``: a hit's thumbnail and
+  original, by the opaque id of :mod:`crossmodal.service.ids` only. The file must still
+  resolve (symlinks followed) inside the indexed folder it was found under (for a file a
+  manifest names: inside its own folder).
 
 Safe by default: a bearer token when one is set (required off loopback, see
 :class:`ServiceSettings`), request bodies capped, ``k`` capped, uploads with too many pixels
-refused before decoding, no paths in responses (a hit has a name and an id), no CORS unless
+refused before decoding, no paths in hits (a hit has a name, its place under its indexed
+folder and an id; ``/api/folders`` names the folders the filter takes), no CORS unless
 origins are named, and
 errors as ``{"error": ...}`` with the right status code.
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from crossmodal.data.images import jpeg_bytes, load_image
 from crossmodal.errors import CrossmodalError, InputError, NotFoundError
+from crossmodal.index.folders import place_of
 from crossmodal.paths import printable
 from crossmodal.search.index import Index
 from crossmodal.search.results import Hit
@@ -60,35 +61,43 @@ class Service:
             return len(self.index)
 
     def hits_json(self, hits: list[Hit]) -> list[dict[str, Any]]:
-        ids = self.index.store.file_ids([h.path for h in hits])
+        """The hits as the API answers them: names, places and opaque ids, never a path."""
+        store = self.index.store
+        ids = store.file_ids([h.path for h in hits])
+        roots = {file_id: str(row[2]) for file_id, row in store.file_rows(ids.values()).items()}
         out = []
         for hit in hits:
             token = self.ids.issue(ids[hit.path], hit.path)
-            time = f"?t={hit.time:.3f}" if hit.time is not None else ""
+            at = f"t={hit.time:.3f}" if hit.time is not None else ""
             out.append(
                 {
                     "id": token,
                     "name": printable(os.path.basename(hit.path)),
+                    "where": place_of(hit.path, roots.get(ids[hit.path], hit.path)),
                     "kind": hit.kind,
                     "time": hit.time,
                     "score": round(hit.score, 6),
                     "relevance": round(hit.relevance, 4),
                     "weak": hit.weak,
                     "caption": hit.caption,
+                    "mtime": hit.mtime,
                     **({} if hit.rerank is None else {"rerank": round(hit.rerank, 4)}),
-                    "thumbnail": f"/api/thumb/{token}{time}",
+                    "thumbnail": f"/api/thumb/{token}" + (f"?{at}" if at else ""),
+                    "preview": f"/api/thumb/{token}?size={self.settings.preview_size}"
+                    + (f"&{at}" if at else ""),
                     "file": f"/api/file/{token}",
                 }
             )
         return out
 
-    def thumbnail(self, path: str, t: float | None = None) -> bytes:
-        """JPEG bytes of a thumbnail of ``path`` (a video's frame at ``t`` seconds).
+    def thumbnail(self, path: str, t: float | None = None, size: int | None = None) -> bytes:
+        """JPEG bytes of a thumbnail of ``path`` (a video's frame at ``t`` seconds), at most
+        ``size`` pixels on its longest side (default: the settings' thumbnail size).
 
         Raises:
             CrossmodalError: The file no longer decodes.
         """
-        side = self.settings.thumbnail_size
+        side = size or self.settings.thumbnail_size
         if t is not None:
             from crossmodal.data.video import frame_at
 
@@ -180,7 +189,10 @@ class Service:
             return None
         path, root = found[file_id]
         real = os.path.realpath(path)
-        inside = inside_roots(real, (os.path.realpath(root),))
+        # A folder root holds its files. A manifest names them wherever they lie: each must
+        # then resolve inside its own folder (a symlink named there may not lead out of it).
+        fence = os.path.dirname(path) if root != path and os.path.isfile(root) else root
+        inside = inside_roots(real, (os.path.realpath(fence),))
         return (real, path) if inside and os.path.isfile(real) else None
 
 

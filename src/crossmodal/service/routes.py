@@ -1,5 +1,6 @@
-"""The search API's routes under ``/api``: health, search (JSON and upload), thumbnails, heat
-maps and originals, over one :class:`~crossmodal.service.core.Service`.
+"""The search API's routes under ``/api``: health, the indexed folders, search (JSON and
+upload), thumbnails and larger views, heat maps and originals, over one
+:class:`~crossmodal.service.core.Service`.
 
 Errors are raised as crossmodal's typed errors (:mod:`crossmodal.errors`); the app's one
 handler turns them into status codes (:mod:`crossmodal.service.errors`).
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from crossmodal.errors import CrossmodalError, InputError, NotFoundError
+from crossmodal.index.folders import list_folders
 from crossmodal.paths import printable
 from crossmodal.search.searcher import Found, QueryPart, search_filter
 from crossmodal.service.core import Service
@@ -20,7 +22,7 @@ __all__ = ["files_router", "search_router"]
 
 
 def search_router(service: Service, authorize: Callable[..., None]) -> Any:
-    """The ``/api`` router of health and search (JSON and upload) over ``service``."""
+    """The ``/api`` router of health, folders and search (JSON and upload) over ``service``."""
     import fastapi
     from pydantic import Field
 
@@ -37,6 +39,18 @@ def search_router(service: Service, authorize: Callable[..., None]) -> Any:
     def health() -> dict[str, Any]:
         with service.lock:
             return {"status": "ok", "files": len(service.index), "model": service.index.model}
+
+    @api.get("/folders")
+    def folders() -> dict[str, Any]:
+        """The folders holding indexed files (each indexed folder, then its sub-folders):
+        ``path`` is what a search's ``folder`` filter takes, ``label`` what to show."""
+        with service.lock:
+            found = list_folders(service.index.store)
+        return {
+            "folders": [
+                {"path": printable(f.path), "label": f.label, "files": f.files} for f in found
+            ]
+        }
 
     @api.post("/search")
     def search(body: SearchRequest, request: fastapi.Request) -> dict[str, Any]:
@@ -85,10 +99,14 @@ def files_router(service: Service, authorize: Callable[..., None]) -> Any:
         return path
 
     @api.get("/thumb/{token}")
-    def thumbnail(token: str, t: float | None = None) -> Response:
+    def thumbnail(
+        token: str,
+        t: float | None = None,
+        size: int | None = fastapi.Query(default=None, ge=16, le=service.settings.preview_size),
+    ) -> Response:
         path = resolve(token)
         try:
-            jpeg = service.thumbnail(path, t)
+            jpeg = service.thumbnail(path, t, size)
         except CrossmodalError as exc:
             raise NotFoundError(f"the file no longer decodes: {exc}") from None
         return Response(jpeg, media_type="image/jpeg")

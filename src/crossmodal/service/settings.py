@@ -34,6 +34,7 @@ class ServiceSettings:
     max_body_bytes: int = 16 * 2**20  # request bodies above this get 413
     max_image_pixels: int = 40_000_000  # uploaded pictures declaring more get 400 (bombs)
     thumbnail_size: int = 256  # longest side of a thumbnail
+    preview_size: int = 1024  # longest side of the page's larger view (``/api/thumb?size=``)
     name: str = "crossmodal"  # the index's name in clip-retrieval's /indices-list
     roots: tuple[str, ...] = ()  # folders POST /api/index may index; () turns management off
     cors_origins: tuple[str, ...] = ()  # origins allowed cross-origin calls; () : no CORS at all
@@ -64,6 +65,11 @@ class ServiceSettings:
             raise ConfigError(f"port must be 0 to 65535 (0: any free port), not {self.port}")
         if self.max_k < 1 or self.max_body_bytes < 1 or self.max_image_pixels < 1:
             raise ConfigError("max_k, max_body_bytes and max_image_pixels must be positive")
+        if not 16 <= self.thumbnail_size <= self.preview_size:
+            raise ConfigError(
+                "thumbnail_size must be at least 16 and preview_size at least thumbnail_size, "
+                f"not {self.thumbnail_size} and {self.preview_size}"
+            )
         if self.fetch_max_bytes < 1 or self.fetch_timeout <= 0:
             raise ConfigError("fetch_max_bytes and fetch_timeout must be positive")
         for entry in self.fetch_hosts:
