@@ -41,6 +41,12 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     row = json.dumps({"image": f"gallery/{_first_image()}"})
     (root / "m.jsonl").write_text(row + "\n", encoding="utf-8")
+    # a labels file of `data label` and review decisions for an item it does not hold
+    label_row = {"image": "x.png", "source": "x.png", "label": "a", "needs_review": True}
+    (root / "labels.jsonl").write_text(json.dumps(label_row) + "\n", encoding="utf-8")
+    stray = {"item": "zebra.png", "action": "accept", "label": "a"}
+    decisions = {"format": "crossmodal.label-decisions", "version": 1, "decisions": [stray]}
+    (root / "decisions.json").write_text(json.dumps(decisions), encoding="utf-8")
     return root / "db"
 
 
@@ -100,6 +106,40 @@ CASES = [
         ],
         1,
         "no label column 'y'",
+    ),
+    (
+        [
+            "data",
+            "apply-review",
+            "{root}/labels.jsonl",
+            "{root}/decisions.json",
+            "-o",
+            "{root}/p.j",
+        ],
+        1,
+        "item 'zebra.png', which the labels file does not hold",
+    ),
+    (
+        ["data", "apply-review", "{root}/labels.jsonl", "{root}/none.json", "-o", "{root}/p.j"],
+        1,
+        "no such decisions file",
+    ),
+    (
+        ["data", "apply-review", "{root}/gallery", "{root}/decisions.json", "-o", "{root}/p.j"],
+        1,
+        "no such labels file",
+    ),
+    (
+        [
+            "data",
+            "apply-review",
+            "{root}/labels.jsonl",
+            "{root}/decisions.json",
+            "-o",
+            "{root}/labels.jsonl",
+        ],
+        1,
+        "is the labels file itself",
     ),
     (
         [
