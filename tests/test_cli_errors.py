@@ -3,6 +3,7 @@ and leave nothing behind (issue 25.2, 25.4, 25.5). In-process, on a real small i
 
 from __future__ import annotations
 
+import json
 import shutil
 import tracemalloc
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 
 from crossmodal.cli.main import main
 from crossmodal.errors import ConfigError
+from crossmodal.heads.classify import MultimodalClassifier
+from crossmodal.heads.task import save_classifier
 from crossmodal.search.index import Index
 from crossmodal.search.query import parse_query
 from crossmodal.search.searcher import Searcher
@@ -25,7 +28,30 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with Index.open(root / "db") as index:
         index.add([root / "gallery"])
     (root / "a_file").write_text("not an index")
+    # classifier heads, untrained: for the embedded model, for a 32-d encoder, and one whose
+    # description (hidden 256) does not fit its weights (hidden 16)
+    for name, dim, encoder, hidden in (
+        ("head", 256, "native:emoji-mini", 16),
+        ("tiny", 32, "native:test-tiny", 16),
+        ("bad", 256, "native:emoji-mini", 256),
+    ):
+        model = MultimodalClassifier("gated", dim, 2, hidden=16)
+        save_classifier(
+            model, root / f"{name}.safetensors", encoder=encoder, classes=["a", "b"], hidden=hidden
+        )
+    row = json.dumps({"image": f"gallery/{_first_image()}"})
+    (root / "m.jsonl").write_text(row + "\n", encoding="utf-8")
+    # a labels file of `data label` and review decisions for an item it does not hold
+    label_row = {"image": "x.png", "source": "x.png", "label": "a", "needs_review": True}
+    (root / "labels.jsonl").write_text(json.dumps(label_row) + "\n", encoding="utf-8")
+    stray = {"item": "zebra.png", "action": "accept", "label": "a"}
+    decisions = {"format": "crossmodal.label-decisions", "version": 1, "decisions": [stray]}
+    (root / "decisions.json").write_text(json.dumps(decisions), encoding="utf-8")
     return root / "db"
+
+
+def _first_image() -> str:
+    return sorted(p.name for p in EXAMPLES.iterdir())[0]
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -49,6 +75,85 @@ CASES = [
     (["search", "red", "--db", "{root}/no_db"], 1, "no crossmodal index here"),
     (["serve", "--db", "{db}", "--port", "70000"], 2, "a port is 0 to 65535"),
     (["serve", "--db", "{db}", "--port", "http"], 2, "a port number, not 'http'"),
+    (["classify", "{root}/no_head", "{root}/gallery", "-o", "{root}/p.jsonl"], 1, "no such head"),
+    (["classify", "{root}/a_file", "{root}/gallery", "-o", "{root}/p.jsonl"], 1, "not a crossm"),
+    (["classify", "{root}/bad.safetensors", "{root}", "-o", "{root}/p.csv"], 1, "does not rebuild"),
+    (["classify", "{root}/head.safetensors", "{root}/gallery", "-o", "{root}/p.txt"], 1, ".csv"),
+    (["classify", "{root}/head.safetensors", "{root}", "-o", "{root}/gallery"], 1, "a folder"),
+    (["classify", "{root}/head.safetensors", "{root}/missing", "-o", "{root}/p.csv"], 1, "no such"),
+    (
+        [
+            "classify",
+            "{root}/tiny.safetensors",
+            "{root}/gallery",
+            "-m",
+            "emoji-mini",
+            "-o",
+            "{root}/p.csv",
+        ],
+        1,
+        "trained on 32-d features of 'native:test-tiny'",
+    ),
+    (
+        [
+            "classify",
+            "{root}/head.safetensors",
+            "{root}/m.jsonl",
+            "--label-column",
+            "y",
+            "-o",
+            "{root}/p.csv",
+        ],
+        1,
+        "no label column 'y'",
+    ),
+    (
+        [
+            "data",
+            "apply-review",
+            "{root}/labels.jsonl",
+            "{root}/decisions.json",
+            "-o",
+            "{root}/p.j",
+        ],
+        1,
+        "item 'zebra.png', which the labels file does not hold",
+    ),
+    (
+        ["data", "apply-review", "{root}/labels.jsonl", "{root}/none.json", "-o", "{root}/p.j"],
+        1,
+        "no such decisions file",
+    ),
+    (
+        ["data", "apply-review", "{root}/gallery", "{root}/decisions.json", "-o", "{root}/p.j"],
+        1,
+        "no such labels file",
+    ),
+    (
+        [
+            "data",
+            "apply-review",
+            "{root}/labels.jsonl",
+            "{root}/decisions.json",
+            "-o",
+            "{root}/labels.jsonl",
+        ],
+        1,
+        "is the labels file itself",
+    ),
+    (
+        [
+            "classify",
+            "{root}/head.safetensors",
+            "{root}/gallery",
+            "--top-k",
+            "0",
+            "-o",
+            "{root}/p.csv",
+        ],
+        2,
+        "--top-k: expected 1 to",
+    ),
 ]
 
 
@@ -63,6 +168,7 @@ def test_a_bad_invocation_says_what_is_wrong_in_one_line(
     assert got == code, err
     assert "Traceback" not in err and len(lines) == 1 and words in lines[0], err
     assert not (root / "new_db").exists()  # a typo leaves no empty index behind
+    assert not list(root.glob("p.*"))  # nor a predictions file
 
 
 def test_k_is_clamped_to_what_the_index_holds(db: Path, capsys: pytest.CaptureFixture[str]) -> None:

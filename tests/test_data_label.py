@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import crossmodal
 from crossmodal.cli.main import main
 from crossmodal.data.sources import open_source
 from crossmodal.errors import ConfigError, InputError
+from crossmodal.pages import script_csp
 from crossmodal.prep.labeling import LabelConfig, auto_label, read_classes
 from tests.browser import open_page as _open
 from tests.planted import COLOURS, shape_image
@@ -134,7 +136,10 @@ def test_cli_writes_labels_report_and_review(gallery: Path, tmp_path: Path) -> N
     assert report["needs_review"] == sum(r["needs_review"] for r in rows)
     html = (out / "review.html").read_text()
     assert html.count('class="card"') == report["needs_review"]
-    assert "<script" not in html
+    # one script, allowed by its hash alone (no 'unsafe-inline', no source to load from)
+    assert html.count("<script") == 1 and "'unsafe-inline'" not in html.split("style-src")[0]
+    script = html.split("<script>")[1].split("</script>")[0]
+    assert script_csp(script) in html
     # the labels file is a manifest: it opens as a labelled dataset
     labelled = open_source(out / "labels.jsonl")
     assert set(labelled.class_names) <= set(CLASSES)
@@ -181,8 +186,81 @@ def test_review_page_in_a_browser(gallery: Path, tmp_path: Path, browser: Any) -
     args = ["data", "label", str(gallery), "--classes", str(classes), "--out", str(out)]
     assert main([*args, "--threshold", "0.9", "--no-progress"]) == 0
     state = _open(browser, out / "review.html")
-    assert state["console"] == [] and state["scripts"] == 0 and state["requests"] == []
+    assert state["console"] == [] and state["scripts"] == 1 and state["requests"] == []
     report = json.loads((out / "report.json").read_text())
     assert len(state["images"]) == report["needs_review"] > 0
     assert all(complete and width > 0 for complete, width, _ in state["images"])
     assert "confident" in browser.find_element("css selector", "table").text
+
+
+def _wait_for(path: Path, seconds: float = 10.0) -> bytes:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.is_file() and path.stat().st_size > 0:
+            return path.read_bytes()
+        time.sleep(0.1)
+    raise AssertionError(f"{path} was not downloaded")
+
+
+def test_review_accept_correct_export_then_apply(
+    gallery: Path, tmp_path: Path, browser: Any
+) -> None:
+    """A person accepts one label, corrects two (a class picked, a new one typed), changes
+    their mind on a fourth, exports; the CLI writes the manifest those decisions describe."""
+    from selenium.webdriver.common.keys import Keys
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["data", "label", str(gallery), "--classes", str(classes), "--out", str(out)]
+    assert main([*args, "--threshold", "0.9", "--no-progress"]) == 0
+    labels_before = (out / "labels.jsonl").read_bytes()
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    state = _open(browser, out / "review.html")
+    assert state["console"] == [] and state["requests"] == []
+    cards = browser.find_elements("css selector", ".card[data-item]")
+    assert len(cards) >= 4
+    items = [c.get_attribute("data-item") for c in cards]
+    labels = [json.loads(c.get_attribute("data-label")) for c in cards]
+    other = next(name for name in CLASSES if name != labels[1])
+    export = browser.find_element("id", "review-export")
+    assert not export.is_enabled()  # nothing decided yet
+
+    cards[0].find_element("css selector", ".accept").click()
+    cards[1].find_element("css selector", ".fix").send_keys(other)
+    cards[1].find_element("css selector", ".correct").click()
+    cards[2].find_element("css selector", ".fix").send_keys("purple star", Keys.ENTER)
+    cards[3].find_element("css selector", ".accept").click()
+    cards[3].find_element("css selector", ".undo").click()
+    assert "accepted" in cards[0].get_attribute("class")
+    assert cards[1].find_element("css selector", ".decision").text == f"corrected to {other}"
+    assert "corrected" in cards[2].get_attribute("class")
+    assert cards[3].find_element("css selector", ".decision").text == ""
+    count = browser.find_element("id", "review-count").text
+    assert count == f"3 of {len(cards)} decided"
+    # the decisions survive a reload (kept in the browser for this run)
+    browser.refresh()
+    assert browser.find_element("id", "review-count").text == count
+    browser.find_element("id", "review-export").click()
+    decisions = json.loads(_wait_for(downloads / "decisions.json"))
+    assert [(d["item"], d["action"]) for d in decisions["decisions"]] == [
+        (items[0], "accept"),
+        (items[1], "correct"),
+        (items[2], "correct"),
+    ]
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+    reviewed = tmp_path / "reviewed.jsonl"
+    apply = ["data", "apply-review", str(out), str(downloads / "decisions.json")]
+    assert main([*apply, "-o", str(reviewed)]) == 0
+    rows = {r["source"]: r for r in map(json.loads, reviewed.read_text("utf-8").splitlines())}
+    assert len(rows) == 14 * 3
+    assert (rows[items[0]]["label"], rows[items[0]]["review"]) == (labels[0], "accepted")
+    assert (rows[items[1]]["label"], rows[items[1]]["auto_label"]) == (other, labels[1])
+    assert rows[items[2]]["label"] == "purple star"
+    assert rows[items[3]]["review"] is None and rows[items[3]]["needs_review"] is True
+    assert (out / "labels.jsonl").read_bytes() == labels_before

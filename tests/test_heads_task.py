@@ -114,3 +114,20 @@ def test_features_of_augmented_pictures_are_seeded() -> None:
     b = extract_features(model, images, ["", "", ""], augment=styled, seed=1)
     assert torch.equal(a.h_i, b.h_i)  # seeded
     assert not torch.allclose(a.h_i, plain.h_i, atol=1e-2)  # and it did change the pictures
+
+
+def test_modality_dropout_reaches_the_head(tmp_path: Path) -> None:
+    """``--modality-dropout`` trains another head than the same run without it (it was parsed
+    and then dropped on the way to the library)."""
+    from safetensors.torch import load_file
+
+    train = _manifest(tmp_path, "train", 12, 0)
+    weights = []
+    for p in ("0", "0.5"):
+        out = tmp_path / f"run{p}"
+        args = ["train", "--task", "classify", "--data", str(train), "--text-column", "tags"]
+        args += ["--label-column", "colour", "--steps", "3", "--batch-size", "12"]
+        args += ["--modality-dropout", p, "--out", str(out), "--no-progress"]
+        assert main(args) == 0
+        weights.append(load_file(out / "head.safetensors"))
+    assert not torch.equal(weights[0]["trunk.3.weight"], weights[1]["trunk.3.weight"])

@@ -7,14 +7,20 @@ report and the label review page all come out of :func:`html_document`: the same
 a Content-Security-Policy that forbids scripts and every request, pictures inline as data
 URIs), the same type, colours, tables, cards and thumbnail grid (:data:`STYLESHEET`), and a
 page's own few rules after them.
+
+A page that needs a script (the label review page's accept / correct buttons) passes it to
+:func:`html_document`, which inlines it and allows exactly that script by its SHA-256 in the
+CSP (``script-src 'sha256-…'``): no other script, inline handler or request can run.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from html import escape
 from typing import Final
 
-__all__ = ["CSP", "STYLESHEET", "html_document"]
+__all__ = ["CSP", "STYLESHEET", "html_document", "script_csp"]
 
 CSP: Final = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -39,15 +45,28 @@ border-radius:4px;background:#eef2f8;color:#34405a}
 """
 
 
-def html_document(title: str, body: str, *, css: str = "", lang: str = "en") -> str:
+def script_csp(script: str) -> str:
+    """:data:`CSP` that also lets exactly ``script`` (inline, byte for byte) run."""
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return f"{CSP}; script-src 'sha256-{digest}'"
+
+
+def html_document(
+    title: str, body: str, *, css: str = "", lang: str = "en", script: str = ""
+) -> str:
     """A self-contained page: ``body``'s HTML inside ``<main>``, the shared stylesheet then
-    ``css``; nothing is loaded from anywhere (the CSP forbids it)."""
+    ``css``, then ``script`` (if any) inline at the end of the body, allowed by its hash;
+    nothing is loaded from anywhere (the CSP forbids it)."""
+    if "</script" in script.lower():
+        raise ValueError("an inline script cannot contain '</script'")
+    csp = script_csp(script) if script else CSP
     head = (
-        f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{csp}">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{escape(title)}</title><style>{STYLESHEET}{css}</style>"
     )
+    tail = f"<script>{script}</script>" if script else ""
     return (
         f'<!DOCTYPE html>\n<html lang="{escape(lang)}"><head>{head}</head>'
-        f"<body><main>{body}</main></body></html>\n"
+        f"<body><main>{body}</main>{tail}</body></html>\n"
     )

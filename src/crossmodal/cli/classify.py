@@ -135,7 +135,14 @@ def run_classify(args: argparse.Namespace) -> int:
         out_dir=str(args.out),
         progress=progress,
     )
-    head, result = train_classifier(args.head, data, config, hidden=args.hidden, resume=args.resume)
+    head, result = train_classifier(
+        args.head,
+        data,
+        config,
+        hidden=args.hidden,
+        modality_dropout=args.modality_dropout,
+        resume=args.resume,
+    )
     path = save_classifier(
         head,
         Path(args.out) / "head.safetensors",

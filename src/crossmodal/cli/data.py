@@ -1,7 +1,8 @@
 """``crossmodal data``: build and prepare datasets.
 
 ``data emoji`` builds the emoji dataset (here); ``data clean`` and ``data label`` prepare a
-user's own (:mod:`crossmodal.cli.prep`).
+user's own (:mod:`crossmodal.cli.prep`); ``data apply-review`` applies the label review
+(:mod:`crossmodal.cli.review`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from crossmodal.cli import prep
+from crossmodal.cli import prep, review
 from crossmodal.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def add_parser(sub: Any) -> None:
     _add_emoji(commands)
     prep.add_clean(commands)
     prep.add_label(commands)
+    review.add_apply_review(commands)
     prep.add_extract(commands)
     p.set_defaults(run=run)
 
@@ -130,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         "icons": _run_icons,
         "clean": prep.run_clean,
         "label": prep.run_label,
+        "apply-review": review.run_apply_review,
         "extract": prep.run_extract,
     }
     return handlers[args.data_command](args)

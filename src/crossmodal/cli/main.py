@@ -29,12 +29,13 @@ def _commands() -> list[ModuleType]:
         export_onnx,
         models,
         moments,
+        predict,
         search,
         serve,
         train,
     )
 
-    return [demo, models, embed, search, serve, moments, data, export_onnx, eval, train]
+    return [demo, models, embed, search, serve, moments, data, export_onnx, eval, train, predict]
 
 
 def build_parser() -> argparse.ArgumentParser:

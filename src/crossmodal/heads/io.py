@@ -54,12 +54,12 @@ def load_head_file(path: str | Path, key: str, what: str) -> tuple[dict[str, Ten
         CheckpointError: The file is missing, not safetensors, or holds no ``key`` (the
             message names the file and ``what`` it should have been).
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})[key])
         return load_file(str(path)), meta
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a crossmodal {what} ({exc})") from exc

@@ -7,32 +7,27 @@
   ``image`` and ``label`` columns.
 - ``report.json``: images per label, how many need review, accuracy against the source's own
   labels when it has them (all, confident and needs-review apart), the images that failed.
-- ``review.html``: the items that need review, least confident first, with thumbnails and
-  their candidate classes; one self-contained file.
+- ``review.html``: the items that need review, least confident first, with thumbnails, their
+  candidate classes and buttons to accept or correct each label; one self-contained file
+  (:mod:`crossmodal.prep.review_page`) that exports the decisions for ``crossmodal data
+  apply-review`` (:mod:`crossmodal.prep.review`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from html import escape
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from crossmodal.atomic import atomic_write_text
-from crossmodal.data.images import jpeg_data_uri, load_image
-from crossmodal.errors import CrossmodalError, InputError
-from crossmodal.pages import html_document
+from crossmodal.errors import InputError
 from crossmodal.prep.labeling import LabelledItem, LabelResult
+from crossmodal.prep.review_page import render_review_page
 
 __all__ = ["LabelOutputs", "write_label_outputs"]
-
-THUMB: Final = 128  # longest side of a review thumbnail
-MAX_REVIEW_CARDS: Final = 500  # the page shows at most this many items (the jsonl has all)
-_CSS: Final = (
-    ".card{width:220px}.card img{max-width:128px;max-height:128px}.bar{background:#4a7;height:6px}"
-)
 
 
 @dataclass(frozen=True)
@@ -60,11 +55,13 @@ def write_label_outputs(
     multi = result.config.multi_label
     rows = "".join(json.dumps(_row(i, multi), ensure_ascii=False) + "\n" for i in result.items)
     labels = _write(out / "labels.jsonl", rows)
+    run = hashlib.sha256(rows.encode("utf-8")).hexdigest()[:16]
     report = build_label_report(result, source_name=source_name, model=model)
     report_path = _write(
         out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     )
-    review = _write(out / "review.html", render_review_page(result, report))
+    page = render_review_page(result, report, run=run, labels=str(labels))
+    review = _write(out / "review.html", page)
     return LabelOutputs(labels, report_path, review)
 
 
@@ -95,61 +92,6 @@ def _row(item: LabelledItem, multi: bool) -> dict[str, Any]:
         "needs_review": item.needs_review,
         "truth": item.truth,
     }
-
-
-def render_review_page(result: LabelResult, report: dict[str, Any]) -> str:
-    """The review page: the summary, then the flagged items, least confident first."""
-    flagged = sorted(
-        (i for i in result.items if i.needs_review), key=lambda i: (i.confidence, i.source)
-    )
-    accuracy = report["accuracy"]
-    lines = [
-        f"<p>{report['images']:,} images labelled with {len(result.class_names)} classes by "
-        f"{escape(report['model'])}; {report['needs_review']:,} need review (best probability "
-        f"under {result.config.threshold:.2f}).</p>"
-    ]
-    if accuracy["judged"]:
-        lines.append(
-            "<table><tr><th>items</th><th>n</th><th>accuracy</th></tr>"
-            + "".join(
-                f"<tr><td>{name}</td><td>{accuracy[name + '_n']:,}</td>"
-                f"<td>{_percent(accuracy[name])}</td></tr>"
-                for name in ("all", "confident", "needs_review")
-            )
-            + "</table>"
-        )
-    shown = flagged[:MAX_REVIEW_CARDS]
-    more = f" (the first {len(shown)} of {len(flagged):,})" if len(flagged) > len(shown) else ""
-    cards = "".join(_card(item) for item in shown)
-    title = f"Labels to review: {report['source']}"
-    body = (
-        f"<h1>{escape(title)}</h1>{''.join(lines)}<h2>Needs review{more}</h2>"
-        f'<div class="cards">{cards}</div>'
-    )
-    return html_document(title, body, css=_CSS)
-
-
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
-
-
-def _card(item: LabelledItem) -> str:
-    thumb = ""
-    if item.image is not None:
-        try:
-            image = load_image(item.image, draft_size=THUMB)
-            thumb = f'<img src="{jpeg_data_uri(image, THUMB, quality=80)}" alt="">'
-        except (CrossmodalError, OSError, ValueError):
-            thumb = ""
-    options = "".join(
-        f'<div>{escape(name)} {p:.2f}<div class="bar" style="width:{p * 100:.0f}%"></div></div>'
-        for name, p in item.candidates
-    )
-    truth = f"<div>truth: {escape(item.truth)}</div>" if item.truth is not None else ""
-    return (
-        f'<div class="card">{thumb}<div class="src">{escape(item.source)}</div>'
-        f"{options}{truth}</div>"
-    )
 
 
 def _write(path: Path, text: str) -> Path:
