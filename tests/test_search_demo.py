@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from crossmodal.cli.main import main
+from crossmodal.errors import StaleWeightsError
+from crossmodal.index.store import Store
 from crossmodal.search.demo import run_demo
+from crossmodal.search.index import Index
 from tests.test_emoji_data import cache  # noqa: F401  (the fixture: fake source packages)
 
 
@@ -39,3 +42,10 @@ def test_demo_builds_indexes_searches_and_writes_the_page(
         assert all(h.rerank is not None for h in q.reranked)
         again = [(h.caption or "").split(" / ")[0] for h in q.reranked]
         assert q.reranked_rank == again.index(q.target) + 1
+    # a new release's bundled weights: the demo's own index is rebuilt, not an error
+
+    with Store(out / "index", create=False) as store:
+        store.set_meta("weights", "1:an-earlier-release")
+    with pytest.raises(StaleWeightsError), Index.open(out / "index") as index:
+        index.search("rocket", k=1)  # a user's index is never thrown away
+    assert run_demo(out, queries=[("rocket", "rocket")], k=5).queries[0].rank is not None

@@ -27,6 +27,7 @@ __all__ = [
     "InputError",
     "NotFoundError",
     "RefusedError",
+    "StaleWeightsError",
     "UnknownModelError",
     "UnsafeCheckpointError",
     "short_message",
@@ -39,6 +40,10 @@ class CrossmodalError(Exception):
 
 class ConfigError(CrossmodalError, ValueError):
     """A setting, model spec or architecture config is invalid."""
+
+
+class StaleWeightsError(ConfigError):
+    """An index's vectors were made by other weights than its model name loads now."""
 
 
 class UnknownModelError(ConfigError, KeyError):

@@ -314,18 +314,10 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def _explainer(index: Any, query: Any) -> Any:
-    """Hit → heat map of the query vector over the hit's patches, or None (not native)."""
-    from crossmodal.encoders.native import NativeEncoder
+    """Hit → occlusion heat map of the query vector over the hit (any model)."""
     from crossmodal.heads.heatmap import query_heatmap
 
     encoder = index.encoder
-    if not isinstance(encoder, NativeEncoder):
-        print(
-            f"--explain: heat maps need a native model's patch tokens; {index.model} is not "
-            "one, so the page has none",
-            file=sys.stderr,
-        )
-        return None
 
     def explain(hit: Any) -> Any:
         return query_heatmap(encoder, hit.path, query, time=hit.time, size=160)

@@ -1,6 +1,12 @@
-"""Seeing why: where in a picture a text's cross-modal attention falls, as a heat map.
+"""Seeing why: where in a picture a text falls, as a heat map. Two readings:
 
-For a text ``t`` and an image split into a ``g × g`` grid of patches, the weights are the
+**Occlusion** (:func:`occlusion_heatmap`, what the search pages draw, any encoder): how much
+the match ``h_t(t)ᵀ h_i(i)`` drops when each part of the picture is hidden. It asks
+the model's output, so it points where the model looks; measured on held-out emoji it finds
+the named one of two emoji 0.52 of the time (centre prior 0.31, random 0.25).
+
+**Attention over patch tokens** (:func:`vector_heatmap`, for the heads): for a text ``t``
+and an image split into a ``g × g`` grid of patches, the weights are the
 bilinear cross-modal attention of the text over the image's patch tokens,
 
     α_j = exp(s · h_t(t)ᵀ W p_j) / Σ_k exp(s · h_t(t)ᵀ W p_k),
@@ -9,7 +15,10 @@ with ``p_j`` the joint-space token of patch ``j`` (:func:`crossmodal.heads.featu
 patch_tokens`), unit-normalised. Without a trained attention ``W`` is the identity, so
 ``h_tᵀ p_j`` is the cosine between the text and the patch (as MaskCLIP reads CLIP's patch
 tokens), and ``s`` is the model's own logit scale. A trained
-:class:`~crossmodal.heads.attention.BilinearAttention` can be passed instead.
+:class:`~crossmodal.heads.attention.BilinearAttention` can be passed instead. Untrained, on
+emoji-mini's 4 × 4 grid, the cosine's hottest patch is background more often than chance
+(0.09 on the task above): the last layer's patch tokens carry the whole picture, not their
+own square.
 
 Patches are numbered row by row from the top left, as the ViT flattens them; the grid is
 drawn over the picture as the model saw it (the centre square crop at the model's input
@@ -32,7 +41,15 @@ from crossmodal.heads.attention import BilinearAttention
 from crossmodal.heads.features import patch_tokens
 from crossmodal.models.clip import CLIP
 
-__all__ = ["HeatMap", "patch_heatmap", "query_heatmap", "render_heatmap", "vector_heatmap"]
+__all__ = [
+    "HeatMap",
+    "occlusion_heatmap",
+    "occlusion_weights",
+    "patch_heatmap",
+    "query_heatmap",
+    "render_heatmap",
+    "vector_heatmap",
+]
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,57 @@ def vector_heatmap(
     return HeatMap(weights=out, image=square, text=label)
 
 
+def occlusion_weights(
+    encoder: Any,
+    pixels: npt.NDArray[np.float32],
+    query: npt.NDArray[np.float32],
+    *,
+    cells: int = 8,
+    window: int = 1,
+    fill: str = "mean",
+) -> npt.NDArray[np.float32]:
+    """How much the picture's match to ``query`` drops when each part of it is hidden.
+
+    ``pixels`` (3, S, S) is cut into a ``cells × cells`` grid; a square of ``window × window``
+    cells slides over it one cell at a time and every placement is embedded (one batch). A
+    cell's weight is the mean drop of ``h_t(t)ᵀ h_i(i)`` over the placements that hide it,
+    clipped at zero and normalised to sum to 1 (uniform when hiding nothing lowers the match).
+    Any encoder works: this asks the model's output, not its internals.
+
+    ``fill="mean"`` hides a square under its own mean colour: the shape goes, an empty
+    square stays as it was (so blank background never lights up). ``"grey"`` paints the
+    normalisation's mean colour, which on a white background is itself a new shape: measured
+    on emoji-mini, its hottest cell was background more often than not. A one-cell window
+    keeps each drop to the cell that caused it; wider windows smear heat onto neighbours.
+    """
+    if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2]:
+        raise ValueError(f"pixels: expected (3, S, S), got {pixels.shape}")
+    side = pixels.shape[1]
+    edges = np.linspace(0, side, cells + 1).round().astype(int)
+    places = cells - window + 1
+    batch = np.repeat(pixels[None], places * places + 1, axis=0)  # (1 + places², 3, S, S)
+    for n in range(places * places):
+        r, c = divmod(n, places)
+        rows, cols = slice(edges[r], edges[r + window]), slice(edges[c], edges[c + window])
+        if fill == "mean":  # the window's own mean colour: shape gone, colour and blank kept
+            batch[n + 1, :, rows, cols] = pixels[:, rows, cols].mean(axis=(1, 2), keepdims=True)
+        else:  # "grey": the normalisation's mean colour
+            batch[n + 1, :, rows, cols] = 0.0
+    scores = encoder.encode_pixels(batch) @ query.astype(np.float32)  # (1 + places²,)
+    drops = (scores[0] - scores[1:]).reshape(places, places)
+    heat = np.zeros((cells, cells), dtype=np.float64)
+    count = np.zeros((cells, cells), dtype=np.float64)
+    for r in range(places):
+        for c in range(places):
+            heat[r : r + window, c : c + window] += drops[r, c]
+            count[r : r + window, c : c + window] += 1
+    weights = np.clip(heat / count, 0.0, None)
+    total = float(weights.sum())
+    if total <= 0.0:
+        return np.full((cells, cells), 1.0 / cells**2, dtype=np.float32)
+    return (weights / total).astype(np.float32)
+
+
 def render_heatmap(
     heatmap: HeatMap, path: str | Path | None = None, *, size: int = 224, alpha: float = 0.55
 ) -> Image.Image:
@@ -117,6 +185,33 @@ def render_heatmap(
     return picture
 
 
+def occlusion_heatmap(
+    encoder: Any, image: ImageInput, query: npt.NDArray[np.float32], *, label: str = ""
+) -> HeatMap:
+    """Where hiding the picture costs the match to ``query`` most (:func:`occlusion_weights`).
+
+    What the search pages draw: measured on held-out emoji (benchmarks/heatmap_pointing.py,
+    two emoji in a picture, the query naming one), its hottest cell falls on the named one 0.52
+    of the time against 0.31 for a centre prior and 0.09 for the patch-token cosine of
+    :func:`vector_heatmap`, which lights up background.
+    """
+    side = int(encoder.preprocess.image_size)
+    picture = load_image(image, draft_size=getattr(encoder.preprocess, "draft_size", None))
+    weights = occlusion_weights(encoder, encoder.preprocess(picture), query)
+    return HeatMap(weights=weights, image=_model_view(encoder, picture, side), text=label)
+
+
+def _model_view(encoder: Any, picture: Image.Image, side: int) -> Image.Image:
+    """The centre square of ``picture`` at the model's input size, as the model saw it."""
+    square = getattr(encoder.preprocess, "square", None)
+    if square is not None:  # native: the exact crop, background and all
+        return Image.fromarray(square(picture).transpose(1, 2, 0))
+    rgb = picture.convert("RGB")
+    short = min(rgb.size)
+    left, top = (rgb.width - short) // 2, (rgb.height - short) // 2
+    return rgb.crop((left, top, left + short, top + short)).resize((side, side))
+
+
 def query_heatmap(
     encoder: Any,
     image: ImageInput,
@@ -125,24 +220,14 @@ def query_heatmap(
     time: float | None = None,
     size: int = 224,
 ) -> Image.Image:
-    """``image`` (a video's frame at ``time`` seconds) under the attention of a query vector.
-
-    What search pages show for "where does the query fall in this hit".
+    """``image`` (a video's frame at ``time`` seconds) under the occlusion heat map of a query
+    vector: what search pages show for "where does the query fall in this hit". Any encoder.
 
     Raises:
-        ConfigError: ``encoder`` is not a native model (no patch tokens to attend over).
         CrossmodalError: The file does not decode.
     """
-    from crossmodal.encoders.native import NativeEncoder
-    from crossmodal.errors import ConfigError
-
-    if not isinstance(encoder, NativeEncoder):
-        raise ConfigError(
-            f"heat maps need a native model's patch tokens; {encoder.spec} is not one"
-        )
     if time is not None:
         from crossmodal.data.video import frame_at
 
         image = frame_at(str(image), time).image
-    model = encoder.model.float()
-    return render_heatmap(vector_heatmap(model, image, torch.from_numpy(query)), size=size)
+    return render_heatmap(occlusion_heatmap(encoder, image, query), size=size)

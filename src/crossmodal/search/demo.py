@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from crossmodal.atomic import atomic_write_text
+from crossmodal.errors import StaleWeightsError
 from crossmodal.search.index import Hit, Index, IndexConfig
 from crossmodal.search.query import Query
 from crossmodal.search.rerank import find_reranker, rerank_hits
@@ -88,6 +90,12 @@ def run_demo(
         build_emoji_dataset(config)
     gallery = _gallery_manifest(data, out / "gallery.jsonl")
     index_dir = out / "index"
+    try:
+        with Index.open(index_dir, IndexConfig(model=model, progress=progress)) as index:
+            _ = index.encoder  # loading it checks the recorded weights
+    except StaleWeightsError:  # the demo's own index, of an earlier release's default model
+        log.warning("the model changed since the last demo: indexing its gallery again")
+        shutil.rmtree(index_dir)
     with Index.open(index_dir, IndexConfig(model=model, progress=progress)) as index:
         index.add([gallery])
         count = len(index)

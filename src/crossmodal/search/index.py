@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from crossmodal.errors import ConfigError, InputError
+from crossmodal.errors import ConfigError, InputError, StaleWeightsError
 from crossmodal.index.lock import writer_lock
 from crossmodal.index.store import Problem, Store
 from crossmodal.index.sync import NULL_SAMPLE, VECTORS_NAME, DerivedVectors, vector_backend
@@ -151,12 +151,12 @@ class Index:
         """Refuse to mix vectors of other weights under the same model name.
 
         Raises:
-            ConfigError: The index recorded other weights than the model loads now (the
+            StaleWeightsError: The index recorded other weights than the model loads now (the
                 package's bundled weights changed, or the ``@file`` was replaced).
         """
         recorded = self.store.get_meta("weights")
         if recorded and self.weights() and recorded != self.weights():
-            raise ConfigError(
+            raise StaleWeightsError(
                 f"{self.directory}: its vectors were made by other weights of {self.model!r} "
                 f"than it loads now (recorded {recorded}, now {self.weights()}; a new release's "
                 "bundled weights, or a replaced weights file): remove the index folder and "

@@ -105,10 +105,10 @@ class Service:
         return jpeg_bytes(load_image(path, draft_size=side), side)
 
     def heatmap(self, path: str, text: str, t: float | None = None) -> bytes:
-        """JPEG of where ``text`` falls in the picture: attention over its patches.
+        """JPEG of where ``text`` falls in the picture: how much hiding each part of it
+        lowers the match (an occlusion heat map; any model).
 
         Raises:
-            ConfigError: The index's model is not a native one (no patch tokens).
             CrossmodalError: The file no longer decodes.
         """
         from crossmodal.heads.heatmap import query_heatmap
