@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from crossmodal.heads.task import LabelledFeatures
+    from crossmodal.train.config import TrainConfig
 
 __all__ = ["add_classify_arguments", "run_classify"]
 
@@ -86,6 +87,31 @@ def _check_extraction(folder: str, encoder_spec: str, head: str) -> None:
         )
 
 
+def _train_config(
+    args: argparse.Namespace, encoder_spec: str, samples: int, progress: bool
+) -> TrainConfig:
+    """The head's training settings from the command line (20 epochs unless told)."""
+    from crossmodal.train.config import TrainConfig
+
+    no_length = args.steps is None and args.epochs is None
+    return TrainConfig(
+        model=encoder_spec,
+        objective="classification",
+        batch_size=min(args.batch_size, samples),
+        lr=args.lr,
+        min_lr=args.min_lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        total_steps=args.steps,
+        epochs=20 if no_length else args.epochs,
+        device=args.device,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        out_dir=str(args.out),
+        progress=progress,
+    )
+
+
 def run_classify(args: argparse.Namespace) -> int:
     """Featurize, train, save, evaluate, print a summary."""
     from crossmodal.cli.columns import open_with_columns
@@ -99,7 +125,6 @@ def run_classify(args: argparse.Namespace) -> int:
         save_classifier,
         train_classifier,
     )
-    from crossmodal.train.config import TrainConfig
 
     progress = not args.no_progress and sys.stderr.isatty()
     extracted = [p for p in (args.data, args.eval_data) if p and _is_extraction(p)]
@@ -118,23 +143,7 @@ def run_classify(args: argparse.Namespace) -> int:
         return featurize(encoder, open_with_columns(path, args), classes=classes, progress=progress)
 
     data = labelled(args.data)
-    no_length = args.steps is None and args.epochs is None
-    config = TrainConfig(
-        model=encoder_spec,
-        objective="classification",
-        batch_size=min(args.batch_size, len(data)),
-        lr=args.lr,
-        min_lr=args.min_lr,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        total_steps=args.steps,
-        epochs=20 if no_length else args.epochs,
-        device=args.device,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        out_dir=str(args.out),
-        progress=progress,
-    )
+    config = _train_config(args, encoder_spec, len(data), progress)
     head, result = train_classifier(
         args.head,
         data,
