@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -119,7 +119,7 @@ def occlusion_weights(
     *,
     cells: int = 8,
     window: int = 1,
-    fill: str = "mean",
+    fill: Literal["mean", "grey"] = "mean",
 ) -> npt.NDArray[np.float32]:
     """How much the picture's match to ``query`` drops when each part of it is hidden.
 
@@ -137,6 +137,8 @@ def occlusion_weights(
     """
     if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2]:
         raise ValueError(f"pixels: expected (3, S, S), got {pixels.shape}")
+    if fill not in ("mean", "grey"):
+        raise ValueError(f"fill: expected 'mean' or 'grey', got {fill!r}")
     side = pixels.shape[1]
     edges = np.linspace(0, side, cells + 1).round().astype(int)
     places = cells - window + 1
@@ -146,7 +148,7 @@ def occlusion_weights(
         rows, cols = slice(edges[r], edges[r + window]), slice(edges[c], edges[c + window])
         if fill == "mean":  # the window's own mean colour: shape gone, colour and blank kept
             batch[n + 1, :, rows, cols] = pixels[:, rows, cols].mean(axis=(1, 2), keepdims=True)
-        else:  # "grey": the normalisation's mean colour
+        else:  # the normalisation's mean colour
             batch[n + 1, :, rows, cols] = 0.0
     scores = encoder.encode_pixels(batch) @ query.astype(np.float32)  # (1 + places²,)
     drops = (scores[0] - scores[1:]).reshape(places, places)

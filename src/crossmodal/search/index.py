@@ -129,7 +129,7 @@ class Index:
         if self._encoder is None:
             from crossmodal.encoders import load_encoder
 
-            self._check_weights()
+            self.check_weights()
             self._encoder = load_encoder(self.model)
             dim = self.store.get_meta("dim")
             if dim is not None and int(dim) != self._encoder.dim:
@@ -147,7 +147,7 @@ class Index:
             self._weights = weights_fingerprint(self.model)
         return self._weights
 
-    def _check_weights(self) -> None:
+    def check_weights(self) -> None:
         """Refuse to mix vectors of other weights under the same model name.
 
         Raises:

@@ -24,7 +24,7 @@ Routes (the API under ``/api``; OpenAPI schema at ``/openapi.json``):
   under the configured roots as background jobs (:mod:`crossmodal.service.manage`).
 - ``GET /metrics``: Prometheus text (requests, latency histogram, index size).
 - ``GET /api/explain/{id}?text=``: a heat map of where the text falls in the picture
-  (attention over its patch tokens; native models).
+  (how much hiding each part lowers the match; any model).
 - ``GET /api/thumb/{id}`` (``?t=`` seconds for a video frame, ``?size=`` up to
   ``preview_size`` for a larger view) and ``GET /api/file/{id}``: a hit's thumbnail and
   original, by the opaque id of :mod:`crossmodal.service.ids` only. The file must still
