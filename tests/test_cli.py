@@ -204,3 +204,32 @@ def test_eval_zeroshot_takes_prompt_templates(gallery: Path, tmp_path: Path) -> 
     assert json.loads((out / "results.json").read_text())["templates"] == ["{}", "an emoji of {}."]
     bad = crossmodal(*common, "--template", "no slot", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 1 and "no slot" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_eval_zeroshot_takes_subclasses(gallery: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    rows = [
+        {"image": str(gallery / "a.jpg"), "label": "animal"},
+        {"image": str(gallery / "b.png"), "label": "food"},
+    ]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    members = tmp_path / "members.json"
+    members.write_text(json.dumps({"animal": ["cat", "dog"], "food": ["pizza"]}))
+    out = tmp_path / "eval"
+    common = ("eval", "zeroshot", "--model", TINY, "--data", str(manifest), "--no-progress")
+    run = crossmodal(*common, "--subclasses", str(members), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "hierarchical, 5 subclasses; plain prompts acc1" in run.stdout
+    assert json.loads((out / "results.json").read_text())["hierarchy"]["subclasses"] == 5
+    for content, expected in [
+        (None, "no such file"),
+        ("{not json", "not readable JSON"),
+        ('{"animal": "cat"}', "list of member names"),
+        ('{"plant": ["tree"]}', "none of the dataset's labels"),
+    ]:
+        bad = tmp_path / "bad.json"
+        if content is not None:
+            bad.write_text(content)
+        run = crossmodal(*common, "--subclasses", str(bad), "--out", str(tmp_path / "x"))
+        assert run.returncode == 1 and expected in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr

@@ -258,11 +258,13 @@ def test_build_writes_manifest_shards_csv_attribution(tmp_path: Path, cache: Pat
     _check_eval_manifests(out)
     names = [f"eval/{s}.{lang}.{t}.jsonl" for s in ("test", "test-hard") for lang in ("en", "zh")
              for t in ("retrieval", "group", "subgroup")]  # fmt: skip
-    assert list(stats["manifests"]) == ["train.jsonl", *names]
+    hierarchy = ["eval/en.group.subclasses.json", "eval/zh.group.subclasses.json"]
+    assert list(stats["manifests"]) == ["train.jsonl", *names, *hierarchy]
     assert stats["manifests"]["eval/test.en.retrieval.jsonl"] == {"rows": 4, "images": 1}
     assert stats["manifests"]["eval/test.zh.retrieval.jsonl"] == {"rows": 3, "images": 1}
     assert stats["manifests_not_written"] == {}
     assert result.manifests == tuple(out / name for name in stats["manifests"])
+    _check_subclasses(out)
     _check_names_missing(tmp_path, rows)
     attribution = (out / "ATTRIBUTION.md").read_text("utf-8")
     for key, package in SOURCE_PACKAGES.items():
@@ -347,6 +349,26 @@ def _check_eval_manifests(out: Path) -> None:
             assert images[out / f"images/{style}/1f680.png"] == rocket
 
 
+def _check_subclasses(out: Path) -> None:
+    """The group hierarchy: each group's subgroups and labels, in each language; it feeds
+    ``eval zeroshot --subclasses`` and names exactly the classes of the group files."""
+    en = json.loads((out / "eval/en.group.subclasses.json").read_text("utf-8"))
+    assert en == {
+        "people-body": ["hand-fingers-open", "waving hand"],
+        "smileys-emotion": ["face-smiling", "grinning face", "heart", "red heart"],
+        "travel-places": ["transport-air", "rocket"],
+    }
+    zh = json.loads((out / "eval/zh.group.subclasses.json").read_text("utf-8"))
+    assert zh == {
+        "人和身体": ["张开手指", "挥手"],
+        "旅行和地点": ["空中交通"],  # the rocket has no Chinese label
+        "笑脸和情感": ["笑脸", "嘿嘿", "心", "红心"],
+    }
+    for lang, members in (("en", en), ("zh", zh)):
+        source = open_source(out / f"eval/test.{lang}.group.jsonl")
+        assert tuple(sorted(members)) == source.class_names
+
+
 def _check_names_missing(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     """Without Chinese group names: no zh zero-shot files, said why; English uses the keys."""
     manifest = [ManifestRow(**r) for r in rows]
@@ -354,7 +376,7 @@ def _check_names_missing(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     result = write_task_manifests(tmp_path / "alt", manifest, names)
     assert set(result.not_written) == {
         f"eval/{s}.zh.{k}.jsonl" for s in ("test", "test-hard") for k in ("group", "subgroup")
-    }
+    } | {"eval/zh.group.subclasses.json"}
     assert "zh name for every group" in result.not_written["eval/test.zh.group.jsonl"]
     assert not (tmp_path / "alt/eval/test.zh.group.jsonl").exists()
     en_group = (tmp_path / "alt/eval/test.en.group.jsonl").read_text("utf-8").splitlines()

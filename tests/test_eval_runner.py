@@ -25,7 +25,13 @@ from crossmodal.eval.metrics import (
 )
 from crossmodal.eval.results import RetrievalExample
 from crossmodal.eval.runner import EvalConfig, run_retrieval, run_zeroshot
-from crossmodal.eval.zeroshot import TEMPLATES, build_classifier, predict
+from crossmodal.eval.zeroshot import (
+    HIERARCHY_SCALE,
+    TEMPLATES,
+    build_classifier,
+    hierarchical_scores,
+    predict,
+)
 from crossmodal.text.base import TokenBatch
 from tests.test_eval_data import (
     COLOURS,
@@ -115,6 +121,58 @@ def test_zeroshot_display_names_and_chinese_templates(encoder: Encoder, tmp_path
         encoder, FolderSource(tmp_path), EvalConfig(templates=("{}", "a {} blob"))
     )
     assert custom.templates == ("{}", "a {} blob")
+
+
+def test_hierarchical_scores_follow_chils_by_hand() -> None:
+    scores = np.array([[0.30, 0.20], [0.10, 0.40]], np.float32)  # 2 images, 2 classes
+    sub = np.array([[0.10, 0.50, 0.20], [0.30, 0.10, 0.35]], np.float32)  # 3 subclasses
+    owner = [0, 1, 1]
+    out = hierarchical_scores(scores, sub, owner, scale=10.0)
+
+    def softmax(x: FloatArray) -> FloatArray:
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
+    for n in range(2):
+        p_class, p_sub = softmax(10 * scores[n]), softmax(10 * sub[n])
+        expected = [p_class[0] * p_sub[0], p_class[1] * max(p_sub[1], p_sub[2])]
+        np.testing.assert_allclose(out[n], expected, rtol=1e-5)
+    # image 0: class 0 wins by its own prompt, but class 1's member is far more likely
+    assert scores[0].argmax() == 0 and out[0].argmax() == 1
+    with pytest.raises(InputError, match="at least one subclass per class"):
+        hierarchical_scores(scores, sub, [0, 0, 0])
+    with pytest.raises(InputError, match="subclass scores"):
+        hierarchical_scores(scores, sub[:1], owner)
+
+
+def test_zeroshot_with_subclasses_reweighs_and_keeps_the_plain_numbers(
+    encoder: Encoder, tmp_path: Path
+) -> None:
+    make_class_folders(tmp_path, per_class=2)
+    source = FolderSource(tmp_path)
+    members = {"red": ["scarlet", "crimson"], "blue": ["navy"]}
+    plain = run_zeroshot(encoder, source)
+    result = run_zeroshot(encoder, source, subclasses=members)
+    assert result.plain_top_k == plain.top_k and plain.plain_top_k is None
+    assert result.n_subclasses == 6  # each class's own name, then its members
+    samples = list(source)
+    image_emb = Embedder(encoder).embed_images([s.image for s in samples]).vectors
+    names = ["blue", "navy", "green", "red", "scarlet", "crimson"]
+    sub_scores = predict(image_emb, build_classifier(encoder, names, TEMPLATES["en"]))
+    class_scores = predict(
+        image_emb, build_classifier(encoder, source.class_names, TEMPLATES["en"])
+    )
+    expected = hierarchical_scores(class_scores, sub_scores, [0, 0, 1, 2, 2, 2], HIERARCHY_SCALE)
+    np.testing.assert_array_equal(result.y_pred, expected.argmax(axis=1))
+    out = result.to_dict()
+    assert out["hierarchy"] == {"subclasses": 6, "plain": {"acc1": plain.top_k[1], "acc5": 1.0}}
+    assert "hierarchical, 6 subclasses; plain prompts acc1" in result.summary()
+    with pytest.raises(InputError, match="none of the dataset's labels.*'purple'"):
+        run_zeroshot(encoder, source, subclasses={"purple": ["violet"]})
+    # a shared hierarchy may name a class this split lacks: unused, and the rest still counts
+    extra = run_zeroshot(encoder, source, subclasses={**members, "purple": ["violet"]})
+    np.testing.assert_array_equal(extra.y_pred, result.y_pred)
+    assert extra.n_subclasses == 6
 
 
 def test_zeroshot_on_a_manifest_skips_unlabelled_rows(encoder: Encoder, tmp_path: Path) -> None:

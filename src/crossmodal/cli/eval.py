@@ -68,6 +68,14 @@ def add_parser(sub: Any) -> None:
                 help="a prompt template with one '{}' for the class name (repeat to average "
                 "several; default: the built-in set of --language)",
             )
+            t.add_argument(
+                "--subclasses",
+                type=Path,
+                metavar="JSON",
+                help='a JSON object of member names by label ({"food & drink": ["fruit", '
+                '"banana"]}): classify hierarchically (CHiLS) and report the plain prompts\' '
+                "accuracy beside",
+            )
         for column in ("image", "caption", "label"):
             t.add_argument(
                 f"--{column}-column",
@@ -134,6 +142,30 @@ def run_queries_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_subclasses(path: Path) -> dict[str, list[str]]:
+    """The ``--subclasses`` file: a JSON object of label → list of member names.
+
+    Raises:
+        ConfigError: A missing or unreadable file, bad JSON, or another shape, naming the file.
+    """
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--subclasses {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--subclasses {path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(m, str) for m in v) for v in data.values()
+    ):
+        raise ConfigError(
+            f"--subclasses {path}: expected a JSON object of label → list of member names, "
+            'e.g. {"food & drink": ["fruit", "banana"]}'
+        )
+    return {str(k): list(v) for k, v in data.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     """Open the dataset, load the model, evaluate, write the report, print a summary."""
     from crossmodal.data.sources import is_manifest, open_dataset
@@ -159,11 +191,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{flags} only apply to a .csv / .tsv / .jsonl manifest, not {args.data}")
     # before the model: fail fast on a typo
     source = open_dataset(args.data, strict=args.strict, **columns)
+    subclasses = read_subclasses(args.subclasses) if getattr(args, "subclasses", None) else None
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)
     out = args.out if args.out is not None else Path("eval-out") / args.task
     result: ZeroShotResult | RetrievalResult
     if args.task == "zeroshot":
-        result = run_zeroshot(encoder, source, config, model_name=args.model)
+        result = run_zeroshot(encoder, source, config, model_name=args.model, subclasses=subclasses)
     else:
         result = run_retrieval(encoder, source, config, model_name=args.model)
         result = replace(result, extra={**result.extra, "language": args.language})

@@ -254,6 +254,12 @@ def _zeroshot_body(result: ZeroShotResult, thumbs: Thumbnails) -> str:
             for m in ("precision", "recall", "f1")
         ]
     shared = [(k, text, metrics[k]) for k, text in _CLIP_BENCHMARK_KEYS.items()]
+    if result.plain_top_k is not None:
+        ours += [
+            (f"plain acc{k}", f"top-{k} accuracy of the plain prompts (no subclasses)", v)
+            for k, v in sorted(result.plain_top_k.items())
+            if k in (1, 5)
+        ]
     table = _metrics_table([("CLIP_benchmark", shared), ("crossmodal", ours)])
     confusion = _figure(plots.confusion_matrix_png(result.report), "Confusion matrix")
     plot_html = confusion + _figure(plots.per_class_f1_png(result.report), "Per-class F1")

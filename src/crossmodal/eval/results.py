@@ -43,6 +43,9 @@ class ZeroShotResult:
     images: tuple[str, ...]  # (N,) image source per evaluated sample, for thumbnails
     skipped: tuple[Skipped, ...] = ()  # inputs that could not be used
     seconds: float = 0.0  # wall time of the run
+    # hierarchical runs (subclasses named): the plain prompts' top-k, and how many subclasses
+    plain_top_k: dict[int, float] | None = None
+    n_subclasses: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """``results.json`` content: CLIP_benchmark's keys, then ours."""
@@ -63,15 +66,28 @@ class ZeroShotResult:
             "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
             "seconds": round(self.seconds, 3),
             "metrics": metrics,
+            **self._hierarchy(),
         }
+
+    def _hierarchy(self) -> dict[str, Any]:
+        if self.plain_top_k is None:
+            return {}
+        plain = {f"acc{k}": v for k, v in sorted(self.plain_top_k.items()) if k in (1, 5)}
+        return {"hierarchy": {"subclasses": self.n_subclasses, "plain": plain}}
 
     def summary(self) -> str:
         """Two lines: the key metrics, then what was evaluated."""
         m = self.to_dict()["metrics"]
         acc5 = "n/a" if m["acc5"] is None else f"{m['acc5']:.4f}"
         skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
+        how = ""
+        if self.plain_top_k is not None:
+            how = (
+                f" (hierarchical, {self.n_subclasses} subclasses; plain prompts acc1 "
+                f"{self.plain_top_k[1]:.4f})"
+            )
         return (
-            f"zero-shot: acc1 {m['acc1']:.4f}  acc5 {acc5}  mean per-class recall "
+            f"zero-shot{how}: acc1 {m['acc1']:.4f}  acc5 {acc5}  mean per-class recall "
             f"{m['mean_per_class_recall']:.4f}  macro F1 {m['macro']['f1']:.4f}\n"
             f"{len(self.y_true)} images, {len(self.report.class_names)} classes"
             f"{skipped}, {self.seconds:.1f}s"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from itertools import islice
 from typing import Literal
@@ -31,7 +31,13 @@ from crossmodal.eval.metrics import (
     top_k_accuracy,
 )
 from crossmodal.eval.results import RetrievalExample, RetrievalResult, Skipped, ZeroShotResult
-from crossmodal.eval.zeroshot import TEMPLATES, build_classifier, check_templates, predict
+from crossmodal.eval.zeroshot import (
+    TEMPLATES,
+    build_classifier,
+    check_templates,
+    hierarchical_scores,
+    predict,
+)
 
 __all__ = ["EvalConfig", "run_retrieval", "run_zeroshot"]
 
@@ -105,6 +111,7 @@ def run_zeroshot(
     model_name: str | None = None,
     *,
     class_names: Mapping[str, str] | None = None,
+    subclasses: Mapping[str, Sequence[str]] | None = None,
 ) -> ZeroShotResult:
     """Zero-shot classification of every labelled image of ``source``.
 
@@ -118,10 +125,13 @@ def run_zeroshot(
         model_name: The name reported (default ``encoder.spec``).
         class_names: Optional display names by label (``{"n01440764": "tench"}``) used in the
             prompts and the report; labels not in it keep their own name.
+        subclasses: Optional member names by label (``{"food & drink": ["fruit", "banana"]}``):
+            the images are classified by :func:`hierarchical_scores` (each class's own name
+            counts as one of its members) and the plain top-k is kept beside.
 
     Raises:
-        InputError: The dataset has no labels or no usable image, or the display names are
-            not unique.
+        InputError: The dataset has no labels or no usable image, the display names are
+            not unique, or ``subclasses`` names none of the dataset's labels.
         ImageDecodeError: A bad image, with ``on_error='raise'``.
     """
     config = config or EvalConfig()
@@ -138,7 +148,17 @@ def run_zeroshot(
     templates = config.templates or TEMPLATES[config.language]
     text_embedder = Embedder(encoder, config.embed_config(config.progress))
     scores = predict(embedded.vectors, build_classifier(text_embedder, names, templates))
+    plain_top_k: dict[int, float] | None = None
+    n_subclasses = 0
     y_true = np.asarray([index[str(i.label)] for i in embedded.items], dtype=np.int64)
+    if subclasses is not None:
+        plain_top_k = top_k_accuracy(scores, y_true, sorted({1, 5, *config.ks}))
+        sub_names, owner = _subclass_table(labels, names, subclasses)
+        sub_scores = predict(
+            embedded.vectors, build_classifier(text_embedder, sub_names, templates)
+        )
+        scores = hierarchical_scores(scores, sub_scores, owner)
+        n_subclasses = len(sub_names)
     # Ties go to the higher class index, the rule top_k_accuracy follows, so acc1 == accuracy.
     y_pred = (scores.shape[1] - 1 - np.argmax(scores[:, ::-1], axis=1)).astype(np.int64)
     report = classification_report(y_true, y_pred, len(labels), names)
@@ -150,6 +170,8 @@ def run_zeroshot(
         templates=tuple(templates),
         report=report,
         top_k=top_k_accuracy(scores, y_true, sorted({1, 5, *config.ks})),
+        plain_top_k=plain_top_k,
+        n_subclasses=n_subclasses,
         y_true=y_true,
         y_pred=y_pred,
         images=tuple(i.source for i in embedded.items),
@@ -210,6 +232,33 @@ def run_retrieval(
 
 
 # ------------------------------------------------------------------------------ embedding
+
+
+def _subclass_table(
+    labels: Sequence[str], names: Sequence[str], subclasses: Mapping[str, Sequence[str]]
+) -> tuple[list[str], IntArray]:
+    """Every subclass name and the index of its class: each class's own name first, then its
+    members (a name listed twice for one class counts once). A shared hierarchy may name
+    classes a split lacks (logged); one that names none of them is the wrong file."""
+    unknown = sorted(set(subclasses) - set(labels))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5])
+        if len(unknown) == len(subclasses):
+            raise InputError(
+                f"subclasses name none of the dataset's labels (they name {shown}); its labels "
+                f"are {', '.join(repr(x) for x in labels[:8])}{' …' if len(labels) > 8 else ''}"
+            )
+        log.warning(
+            "subclasses of %d label(s) the dataset lacks are unused: %s", len(unknown), shown
+        )
+    sub_names: list[str] = []
+    owner: list[int] = []
+    for c, (label, name) in enumerate(zip(labels, names, strict=True)):
+        members = [m for m in subclasses.get(label, ()) if isinstance(m, str) and m.strip()]
+        for member in dict.fromkeys([name, *members]):
+            sub_names.append(member)
+            owner.append(c)
+    return sub_names, np.asarray(owner, dtype=np.int64)
 
 
 def _labels(source: DataSource, items: list[_Item]) -> tuple[str, ...]:

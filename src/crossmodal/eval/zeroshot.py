@@ -3,6 +3,11 @@
 Each class name is put into every template, the prompts are embedded, the embeddings of one
 class are averaged and re-normalised (Radford et al., 2021, section 3.1.4), and an image's
 score for a class is the cosine similarity of the two unit vectors.
+
+A broad class ("food & drink") is hard to see in one prompt; its members ("fruit", "banana")
+are not. :func:`hierarchical_scores` classifies into named subclasses as well and reweighs
+(CHiLS, Novack et al., 2023): ``p(c) · max_{s ∈ c} p(s)``, both probabilities a softmax over
+the cosines at :data:`HIERARCHY_SCALE`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ from crossmodal.encoders.base import Encoder, FloatArray, l2_normalize
 from crossmodal.encoders.embedder import Embedder
 from crossmodal.errors import ConfigError, InputError
 
-__all__ = ["TEMPLATES", "build_classifier", "check_templates", "predict"]
+__all__ = [
+    "HIERARCHY_SCALE",
+    "TEMPLATES",
+    "build_classifier",
+    "check_templates",
+    "hierarchical_scores",
+    "predict",
+]
+
+HIERARCHY_SCALE = 30.0  # logit scale of the two softmaxes of hierarchical_scores
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "en": (
@@ -115,3 +129,47 @@ def predict(image_emb: npt.ArrayLike, classifier: npt.ArrayLike) -> FloatArray:
         )
     scores: FloatArray = images @ classes.T  # (N, C)
     return scores
+
+
+def hierarchical_scores(
+    scores: npt.ArrayLike,
+    sub_scores: npt.ArrayLike,
+    owner: npt.ArrayLike,
+    scale: float = HIERARCHY_SCALE,
+) -> FloatArray:
+    """CHiLS scores ``(N, C)``: ``p(c | x) · max_{s ∈ c} p(s | x)``.
+
+    Args:
+        scores: ``(N, C)`` cosines of each image with each class (:func:`predict`).
+        sub_scores: ``(N, S)`` cosines of each image with each subclass.
+        owner: ``(S,)`` the class index of each subclass; every class needs one (give a class
+            without members its own name as its subclass).
+        scale: The logit scale of both softmaxes.
+
+    Raises:
+        InputError: Shapes that do not match, or an owner list that leaves a class out or
+            names one that does not exist.
+    """
+    plain = np.asarray(scores, dtype=np.float32)
+    subs = np.asarray(sub_scores, dtype=np.float32)
+    owners = np.asarray(owner, dtype=np.int64)
+    if plain.ndim != 2 or subs.ndim != 2 or len(plain) != len(subs):
+        raise InputError(
+            f"expected (N, C) class and (N, S) subclass scores, got {plain.shape} and {subs.shape}"
+        )
+    n_classes = plain.shape[1]
+    if owners.shape != (subs.shape[1],) or set(owners.tolist()) != set(range(n_classes)):
+        raise InputError(
+            f"owner: need a class index in 0..{n_classes - 1} for each of the {subs.shape[1]} "
+            "subclasses, and at least one subclass per class"
+        )
+    best = np.zeros_like(plain)
+    np.maximum.at(best.T, owners, _softmax(subs * scale).T)  # best[:, c]: max over c's subclasses
+    out: FloatArray = (_softmax(plain * scale) * best).astype(np.float32)
+    return out
+
+
+def _softmax(logits: FloatArray) -> FloatArray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    out: FloatArray = shifted / shifted.sum(axis=1, keepdims=True)
+    return out

@@ -10,6 +10,9 @@ is, so each published number is one ``crossmodal train`` or ``crossmodal eval`` 
                                       in <lang>], "hexcode", "identical_to"}
     eval/<split>.<lang>.group.jsonl        one row per image: {"image", "label": the group
     eval/<split>.<lang>.subgroup.jsonl     or subgroup name in <lang>, "hexcode"}
+    eval/<lang>.group.subclasses.json      Emojibase's hierarchy for hierarchical zero-shot
+                                      (``crossmodal eval zeroshot --subclasses``): each group
+                                      name → its subgroup names and emoji labels in <lang>
 
 ``<split>`` is ``test`` (OpenMoji colour) or ``test-hard`` (OpenMoji black), ``<lang>`` is
 ``en`` or ``zh``. Image paths are relative to the manifest's own folder (``images/...`` in
@@ -35,12 +38,14 @@ the keys themselves); :class:`TaskManifests` says which files were left out and 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossmodal.atomic import atomic_write_bytes
 from crossmodal.data.emoji.writers import ManifestRow, write_jsonl
 
 __all__ = [
@@ -52,7 +57,9 @@ __all__ = [
     "TaskManifests",
     "class_names",
     "eval_manifest_name",
+    "group_subclasses",
     "retrieval_rows",
+    "subclasses_name",
     "write_task_manifests",
 ]
 
@@ -120,7 +127,51 @@ def write_task_manifests(
                     result.not_written[name] = why
                     continue
                 _write(root, name, _label_rows(held, kind, label_of), result)
+    for lang in LANGUAGES:
+        _write_subclasses(root, rows, lang, names.get(lang, {}), result)
     return result
+
+
+def subclasses_name(language: str) -> str:
+    """The hierarchy file ``eval/<language>.group.subclasses.json``, relative to the dataset."""
+    return f"{EVAL_DIR}/{language}.group.subclasses.json"
+
+
+def group_subclasses(
+    rows: list[ManifestRow], lang: str, names: Mapping[str, str]
+) -> dict[str, list[str]] | None:
+    """Each group's name in ``lang`` → its members: subgroup names, then emoji labels.
+
+    The hierarchy is Emojibase's, the same for every split: it names the vocabulary, not which
+    picture is which. None when ``lang`` has no usable group or subgroup names.
+    """
+    groups = class_names(rows, "group", lang, names)
+    subgroups = class_names(rows, "subgroup", lang, names)
+    if groups is None or subgroups is None:
+        return None
+    out: dict[str, list[str]] = {groups[k]: [] for k in sorted(groups)}
+    for row in sorted(rows, key=lambda r: (r.group, r.subgroup, r.hexcode)):
+        label = row.label_en if lang == "en" else row.label_zh
+        members = out[groups[row.group]]
+        for name in (subgroups[row.subgroup], label):
+            if name and name not in members:
+                members.append(name)
+    return out
+
+
+def _write_subclasses(
+    root: Path, rows: list[ManifestRow], lang: str, names: Mapping[str, str], result: TaskManifests
+) -> None:
+    name = subclasses_name(lang)
+    if not any(r.split in HELD_OUT_SPLITS for r in rows):
+        return
+    members = group_subclasses(rows, lang, names)
+    if members is None:
+        result.not_written[name] = f"emojibase-data has no distinct {lang} name for every group"
+        return
+    data = json.dumps(members, ensure_ascii=False, indent=1).encode("utf-8")
+    atomic_write_bytes(root / name, data)
+    result.written[name] = {"rows": len(members), "images": 0}
 
 
 def retrieval_rows(rows: list[ManifestRow], lang: str) -> list[dict[str, Any]]:
