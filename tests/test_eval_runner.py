@@ -23,6 +23,7 @@ from crossmodal.eval.metrics import (
     retrieval_metrics,
     top_k_accuracy,
 )
+from crossmodal.eval.report import render_report
 from crossmodal.eval.results import RetrievalExample
 from crossmodal.eval.runner import EvalConfig, run_retrieval, run_zeroshot
 from crossmodal.eval.zeroshot import (
@@ -167,6 +168,7 @@ def test_zeroshot_with_subclasses_reweighs_and_keeps_the_plain_numbers(
     out = result.to_dict()
     assert out["hierarchy"] == {"subclasses": 6, "plain": {"acc1": plain.top_k[1], "acc5": 1.0}}
     assert "hierarchical, 6 subclasses; plain prompts acc1" in result.summary()
+    assert "hierarchical (CHiLS) over 6 subclasses, plain prompts acc1" in render_report(result)
     with pytest.raises(InputError, match="none of the dataset's labels.*'purple'"):
         run_zeroshot(encoder, source, subclasses={"purple": ["violet"]})
     # a shared hierarchy may name a class this split lacks: unused, and the rest still counts

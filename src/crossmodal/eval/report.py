@@ -200,6 +200,11 @@ def _header(title: str, result: ZeroShotResult | RetrievalResult) -> str:
         language = result.language
         first = f" (first: {result.templates[0]})" if result.templates else ""
         templates = f"{len(result.templates)}{first}"
+        if result.plain_top_k is not None:
+            templates += (
+                f"; hierarchical (CHiLS) over {result.n_subclasses} subclasses, plain prompts "
+                f"acc1 {result.plain_top_k[1]:.4f}"
+            )
     else:
         size = f"{result.n_images} images, {result.n_texts} texts"
         language = str(result.extra.get("language", ""))
