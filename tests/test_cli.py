@@ -188,13 +188,19 @@ def test_eval_reads_named_manifest_columns(gallery: Path, tmp_path: Path) -> Non
     assert run.returncode == 1 and "--label-column only apply" in run.stderr
 
 
-def test_eval_zeroshot_takes_prompt_templates(gallery: Path, tmp_path: Path) -> None:
+def _labelled_manifest(gallery: Path, tmp_path: Path, labels: tuple[str, str]) -> Path:
+    """A JSONL manifest of the gallery's a.jpg and b.png with these two labels."""
     manifest = tmp_path / "m.jsonl"
     rows = [
-        {"image": str(gallery / "a.jpg"), "label": "cat"},
-        {"image": str(gallery / "b.png"), "label": "dog"},
+        {"image": str(gallery / name), "label": label}
+        for name, label in zip(("a.jpg", "b.png"), labels, strict=True)
     ]
     manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return manifest
+
+
+def test_eval_zeroshot_takes_prompt_templates(gallery: Path, tmp_path: Path) -> None:
+    manifest = _labelled_manifest(gallery, tmp_path, ("cat", "dog"))
     out = tmp_path / "eval"
     common = ("eval", "zeroshot", "--model", TINY, "--data", str(manifest), "--no-progress")
     run = crossmodal(
@@ -207,12 +213,7 @@ def test_eval_zeroshot_takes_prompt_templates(gallery: Path, tmp_path: Path) -> 
 
 
 def test_eval_zeroshot_takes_subclasses(gallery: Path, tmp_path: Path) -> None:
-    manifest = tmp_path / "m.jsonl"
-    rows = [
-        {"image": str(gallery / "a.jpg"), "label": "animal"},
-        {"image": str(gallery / "b.png"), "label": "food"},
-    ]
-    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    manifest = _labelled_manifest(gallery, tmp_path, ("animal", "food"))
     members = tmp_path / "members.json"
     members.write_text(json.dumps({"animal": ["cat", "dog"], "food": ["pizza"]}))
     out = tmp_path / "eval"

@@ -248,7 +248,8 @@ def _skipped(skipped: Sequence[Skipped]) -> str:
 
 
 def _zeroshot_body(result: ZeroShotResult, thumbs: Thumbnails) -> str:
-    metrics = result.to_dict()["metrics"]
+    written = result.to_dict()
+    metrics = written["metrics"]
     ours: list[tuple[str, str, Any]] = [
         ("accuracy", "top-1 accuracy", metrics["accuracy"]),
         ("balanced_accuracy", "mean recall over classes present", metrics["balanced_accuracy"]),
@@ -259,12 +260,10 @@ def _zeroshot_body(result: ZeroShotResult, thumbs: Thumbnails) -> str:
             for m in ("precision", "recall", "f1")
         ]
     shared = [(k, text, metrics[k]) for k, text in _CLIP_BENCHMARK_KEYS.items()]
-    if result.plain_top_k is not None:
-        ours += [
-            (f"plain acc{k}", f"top-{k} accuracy of the plain prompts (no subclasses)", v)
-            for k, v in sorted(result.plain_top_k.items())
-            if k in (1, 5)
-        ]
+    for key, value in written.get("hierarchy", {}).get("plain", {}).items():
+        ours.append(
+            (f"hierarchy.plain.{key}", f"{key} of the plain prompts (no subclasses)", value)
+        )
     table = _metrics_table([("CLIP_benchmark", shared), ("crossmodal", ours)])
     confusion = _figure(plots.confusion_matrix_png(result.report), "Confusion matrix")
     plot_html = confusion + _figure(plots.per_class_f1_png(result.report), "Per-class F1")

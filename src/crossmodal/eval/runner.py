@@ -148,11 +148,12 @@ def run_zeroshot(
     templates = config.templates or TEMPLATES[config.language]
     text_embedder = Embedder(encoder, config.embed_config(config.progress))
     scores = predict(embedded.vectors, build_classifier(text_embedder, names, templates))
+    ks = sorted({1, 5, *config.ks})
     plain_top_k: dict[int, float] | None = None
     n_subclasses = 0
     y_true = np.asarray([index[str(i.label)] for i in embedded.items], dtype=np.int64)
     if subclasses is not None:
-        plain_top_k = top_k_accuracy(scores, y_true, sorted({1, 5, *config.ks}))
+        plain_top_k = top_k_accuracy(scores, y_true, ks)
         sub_names, owner = _subclass_table(labels, names, subclasses)
         sub_scores = predict(
             embedded.vectors, build_classifier(text_embedder, sub_names, templates)
@@ -169,7 +170,7 @@ def run_zeroshot(
         language=config.language,
         templates=tuple(templates),
         report=report,
-        top_k=top_k_accuracy(scores, y_true, sorted({1, 5, *config.ks})),
+        top_k=top_k_accuracy(scores, y_true, ks),
         plain_top_k=plain_top_k,
         n_subclasses=n_subclasses,
         y_true=y_true,
@@ -254,7 +255,7 @@ def _subclass_table(
     sub_names: list[str] = []
     owner: list[int] = []
     for c, (label, name) in enumerate(zip(labels, names, strict=True)):
-        members = [m for m in subclasses.get(label, ()) if isinstance(m, str) and m.strip()]
+        members = [m for m in subclasses.get(label, ()) if m.strip()]
         for member in dict.fromkeys([name, *members]):
             sub_names.append(member)
             owner.append(c)

@@ -28,6 +28,7 @@ __all__ = [
     "check_templates",
     "hierarchical_scores",
     "predict",
+    "softmax",
 ]
 
 HIERARCHY_SCALE = 30.0  # logit scale of the two softmaxes of hierarchical_scores
@@ -164,12 +165,14 @@ def hierarchical_scores(
             "subclasses, and at least one subclass per class"
         )
     best = np.zeros_like(plain)
-    np.maximum.at(best.T, owners, _softmax(subs * scale).T)  # best[:, c]: max over c's subclasses
-    out: FloatArray = (_softmax(plain * scale) * best).astype(np.float32)
+    np.maximum.at(best.T, owners, softmax(subs * scale).T)  # best[:, c]: max over c's subclasses
+    out: FloatArray = (softmax(plain * scale) * best).astype(np.float32)
     return out
 
 
-def _softmax(logits: FloatArray) -> FloatArray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    out: FloatArray = shifted / shifted.sum(axis=1, keepdims=True)
+def softmax(logits: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Row-wise softmax of ``(N, C)`` logits, computed in float64 (each row sums to 1)."""
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    out: npt.NDArray[np.float64] = e / e.sum(axis=1, keepdims=True)
     return out

@@ -32,7 +32,13 @@ from crossmodal.data.samples import DataSource, Sample
 from crossmodal.encoders.base import Encoder
 from crossmodal.encoders.embedder import EmbedConfig, Embedder
 from crossmodal.errors import ConfigError, InputError
-from crossmodal.eval.zeroshot import TEMPLATES, build_classifier, check_templates, predict
+from crossmodal.eval.zeroshot import (
+    TEMPLATES,
+    build_classifier,
+    check_templates,
+    predict,
+    softmax,
+)
 
 __all__ = ["LabelConfig", "LabelResult", "LabelledItem", "auto_label", "read_classes"]
 
@@ -170,18 +176,12 @@ def auto_label(
     if len(embedded.vectors) == 0:
         first = f"; first: {failures[0][0]}: {failures[0][1]}" if failures else ""
         raise InputError(f"{source.name}: no image could be labelled{first}")
-    probs = _softmax(predict(embedded.vectors, classifier) * config.scale)  # (N, C)
+    probs = softmax(predict(embedded.vectors, classifier) * config.scale)  # (N, C)
     items = [
         _item(samples[i], row, names, config)
         for i, row in zip(embedded.indices.tolist(), probs, strict=True)
     ]
     return LabelResult(items, names, config, failures)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z.astype(np.float64))
-    return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
 
 
 def _item(
